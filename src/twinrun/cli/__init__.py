@@ -1,0 +1,87 @@
+"""The ``twinrun`` command line.
+
+Each command lives in its own module under ``twinrun.cli`` and exposes ``register(sub, common)``,
+which adds its sub-parser(s) with ``set_defaults(func=handler)``; a handler takes the parsed
+arguments and returns the exit code. Command modules import frameworks only inside handlers.
+
+Exit codes (DESIGN.md): 0 reproducible / success, 1 divergence or significant difference,
+2 bad usage or input, 3 the user's script failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .._errors import TwinrunError
+
+__all__ = ["main", "build_parser"]
+
+# Command modules in the order their commands appear in --help.
+_MODULES = [
+    "twinrun.cli.demo",
+    "twinrun.cli.trace",
+    "twinrun.cli.doctor",
+    "twinrun.cli.env",
+    "twinrun.cli.probe",
+    "twinrun.cli.sweep",
+    "twinrun.cli.report",
+]
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"twinrun {self.prog.partition(' ')[2] or ''}: error: {message} (see --help)\n".replace("  ", " "))
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser = _Parser(
+        prog="twinrun",
+        description="Make neural-network runs repeat exactly; when they don't, say where they first part and why.",
+    )
+    parser.add_argument("--version", action="version", version=f"twinrun {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # command not built yet
+                continue
+            raise
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except TwinrunError as e:
+        print(f"twinrun {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"twinrun {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in twinrun: one line unless asked for the traceback
+        if os.environ.get("TWINRUN_DEBUG"):
+            raise
+        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {e} "
+              "(rerun with TWINRUN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_BAD_INPUT
