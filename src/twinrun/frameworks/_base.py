@@ -70,3 +70,8 @@ class Adapter:
 
     def dtype_name(self, x: Any) -> str:
         return str(self.to_numpy(x).dtype)
+
+    # --- recording -----------------------------------------------------------------------------
+    def install(self, recorder) -> Callable[[], None]:
+        """Hook the framework so that ``recorder`` sees its events; return the uninstall callable."""
+        return lambda: None
