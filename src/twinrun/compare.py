@@ -366,6 +366,10 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
     common = sorted(set(sa) & set(sb))
     if len(common) < max(len(sa), len(sb)) and common:
         notes.append(f"{len(common)} recorded steps in common (A has {len(sa)}, B has {len(sb)})")
+    for label, t in (("A", ta), ("B", tb)):
+        if t.status == "running":
+            notes.append(f"trace {label} was cut off (status running): it holds the steps committed before "
+                         "the run ended")
 
     first: dict | None = None
     structural: list[dict] = []
@@ -403,7 +407,7 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
         if broken is not None:
             structural.append(broken)
             break
-    if not common and (sa or sb):
+    if not common:
         structural.append({"kind": "no-common-steps", "step": None, "index": None, "a": None, "b": None})
     return Comparison(
         a=str(ta.path), b=str(tb.path),
