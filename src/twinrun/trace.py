@@ -162,6 +162,31 @@ def _as_float(array: np.ndarray, dtype: str) -> np.ndarray | None:
         return None
 
 
+_CHUNK = 1 << 16
+
+
+def _sums64(flat: np.ndarray) -> tuple[float, float]:
+    """Sum of squares and sum, accumulated in float64 through a small reusable buffer.
+
+    Casting chunk by chunk is about twice as fast as NumPy's buffered ``sum(dtype=float64)`` and
+    never holds a float64 copy of the whole tensor.
+    """
+    if flat.dtype == np.float64:
+        return float(np.dot(flat, flat)), float(np.add.reduce(flat))
+    if flat.size <= _CHUNK:
+        b = flat.astype(np.float64)
+        return float(np.dot(b, b)), float(np.add.reduce(b))
+    buf = np.empty(_CHUNK, np.float64)
+    ss = total = 0.0
+    for i in range(0, flat.size, _CHUNK):
+        chunk = flat[i:i + _CHUNK]
+        b = buf[:chunk.size]
+        np.copyto(b, chunk, casting="unsafe")
+        ss += float(np.dot(b, b))
+        total += float(np.add.reduce(b))
+    return ss, total
+
+
 def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, float, int]:
     """``(l2, mean, maxabs, nonfinite)`` computed in float64.
 
@@ -179,12 +204,10 @@ def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, fl
     if x.size == 0:
         return 0.0, 0.0, 0.0, 0
     flat = x.reshape(-1)
-    # float64 accumulation without materialising a float64 copy of the whole tensor.
-    ss = float(np.dot(flat, flat)) if flat.dtype == np.float64 else float(
-        np.einsum("i,i->", flat, flat, dtype=np.float64))
-    total = float(np.sum(flat, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # handled below, not the user's business
+        ss, total = _sums64(flat)
     if math.isfinite(ss) and math.isfinite(total):
-        maxabs = float(np.max(np.abs(flat)))
+        maxabs = max(float(flat.max()), -float(flat.min()))  # np.abs would copy
         return math.sqrt(ss), total / flat.size, maxabs, 0
     finite = np.isfinite(flat)
     nonfinite = int(flat.size - np.count_nonzero(finite))
