@@ -386,6 +386,19 @@ def test_against_stops_at_the_first_divergence_and_records_it(tmp_path):
     assert d["differing"] == 64 and d["max_ulp"] == 1
 
 
+def test_against_compares_only_the_phases_both_capture(tmp_path):
+    ref = tmp_path / "ref.trace"
+    with record(ref) as rec:
+        run_steps(rec, 5)
+    live = tmp_path / "live.trace"
+    with record(live, against=ref, capture=("param",)) as rec:
+        run_steps(rec, 5)
+    assert rec.divergence is None and Trace.open(live).status == "complete"
+    with record(live, against=ref, capture=("param",)) as rec:
+        run_steps(rec, 5, change_at=3)
+    assert rec.divergence["phase"] == "param" and rec.step == 3
+
+
 def test_against_with_keep_going_records_and_continues(tmp_path):
     ref = tmp_path / "ref.trace"
     with record(ref) as rec:

@@ -787,8 +787,12 @@ class Recorder:
     def _compare_step(self, step: int, events: list[Event]) -> dict | None:
         from .compare import first_difference_in_step
 
-        return first_difference_in_step(events, self.against.events(step), self.writer.value, self.against.value,
-                                        earlier_identical=True)
+        # Compare only the phases both runs capture, as compare() does.
+        ref_capture = (self.against.meta("recorder") or {}).get("capture") or PHASES
+        keep = self.capture & set(ref_capture)
+        return first_difference_in_step([e for e in events if e.phase in keep],
+                                        [e for e in self.against.events(step) if e.phase in keep],
+                                        self.writer.value, self.against.value, earlier_identical=True)
 
     # --- hooks ---
     def install_hooks(self) -> None:
