@@ -169,20 +169,21 @@ def _sums64(flat: np.ndarray) -> tuple[float, float]:
     """Sum of squares and sum, accumulated in float64 through a small reusable buffer.
 
     Casting chunk by chunk is about twice as fast as NumPy's buffered ``sum(dtype=float64)`` and
-    never holds a float64 copy of the whole tensor.
+    never holds a float64 copy of the whole tensor. ``einsum``, not ``dot``: BLAS would start its
+    own threads inside the user's training loop, and crawls when the cores are busy.
     """
     if flat.dtype == np.float64:
-        return float(np.dot(flat, flat)), float(np.add.reduce(flat))
+        return float(np.einsum("i,i->", flat, flat)), float(np.add.reduce(flat))
     if flat.size <= _CHUNK:
         b = flat.astype(np.float64)
-        return float(np.dot(b, b)), float(np.add.reduce(b))
+        return float(np.einsum("i,i->", b, b)), float(np.add.reduce(b))
     buf = np.empty(_CHUNK, np.float64)
     ss = total = 0.0
     for i in range(0, flat.size, _CHUNK):
         chunk = flat[i:i + _CHUNK]
         b = buf[:chunk.size]
         np.copyto(b, chunk, casting="unsafe")
-        ss += float(np.dot(b, b))
+        ss += float(np.einsum("i,i->", b, b))
         total += float(np.add.reduce(b))
     return ss, total
 
