@@ -475,3 +475,30 @@ def test_torch_tensors_float32_and_bfloat16(tmp_path):
     assert ebf.l2 == pytest.approx(float(torch.linalg.vector_norm(xbf.double())))
     assert ebf.maxabs == float(xbf.abs().max())
     assert eloss.shape == () and eloss.mean == pytest.approx(float(x32.sum()))
+
+
+HOOK_SCRIPT = textwrap.dedent("""
+    import sys
+    from twinrun.trace import record
+    import twinrun.compare
+    assert not {"torch", "tensorflow", "jax"} & set(sys.modules), "twinrun imported a framework"
+    with record(sys.argv[1]) as rec:
+        before = sorted(rec._hooked)
+        import torch  # imported inside the block: hooked on import
+        after = sorted(rec._hooked)
+        rec.event("param", "w", torch.ones(3, dtype=torch.bfloat16))
+        rec.end_step()
+    print(before, after)
+""")
+
+
+def test_record_hooks_frameworks_imported_later_and_imports_none_itself(tmp_path):
+    pytest.importorskip("torch")
+    script = tmp_path / "hooks.py"
+    script.write_text(HOOK_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "h.trace")], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['numpy'] ['numpy', 'torch']"
+    (e,) = Trace.open(tmp_path / "h.trace").events()
+    assert e.dtype == "bfloat16" and e.l2 == pytest.approx(math.sqrt(3))

@@ -353,7 +353,13 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
     Only the steps both traces recorded, and the phases both captured, are compared. Opening a
     file that is not a trace raises ``BadTraceError``.
     """
-    ta, tb = Trace.open(a), Trace.open(b)
+    with contextlib.ExitStack() as stack:
+        ta = a if isinstance(a, Trace) else stack.enter_context(Trace.open(a))
+        tb = b if isinstance(b, Trace) else stack.enter_context(Trace.open(b))
+        return _compare(ta, tb)
+
+
+def _compare(ta: Trace, tb: Trace) -> Comparison:
     notes: list[str] = []
     phases = list(PHASES)
     cap_a = (ta.meta("recorder") or {}).get("capture")

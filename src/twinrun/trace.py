@@ -511,7 +511,6 @@ class Trace:
             raise BadTraceError(f"{path}: the trace header is not valid JSON; record the run again") from None
         self.status: str = meta.get("status", "running")
         self._steps: list[int] | None = None
-        self._cache: dict[int | None, list[Event]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Trace":
@@ -538,6 +537,12 @@ class Trace:
             if not {"meta", "steps", "events"} <= tables:
                 raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {fix}")
             meta = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.OperationalError as e:
+            if (path.parent / f"{path.name}-wal").exists():
+                raise BadTraceError(f"cannot read {path} ({e}): the trace of an unfinished run keeps its last steps "
+                                    f"in {path.name}-wal, and reading them needs a writable folder; copy both "
+                                    "files to one") from None
+            raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
         except sqlite3.DatabaseError as e:
             raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
         if meta.get("format") != FORMAT or "schema_version" not in meta:
@@ -567,18 +572,13 @@ class Trace:
 
     def events(self, step: int | None = None) -> list[Event]:
         """The events of ``step`` (all committed steps when None), in program order."""
-        if step in self._cache:
-            return list(self._cache[step])
         if step is None:
             rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step IN (SELECT step FROM steps) "
                                "ORDER BY step, idx")
         else:
             rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step = ? "
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
-        out = [_event(r, self.path) for r in rows]
-        if step is not None and len(self._cache) < 4:  # compare walks steps twice at most
-            self._cache[step] = out
-        return list(out)
+        return [_event(r, self.path) for r in rows]
 
     def iter_steps(self) -> Iterator[tuple[int, list[Event]]]:
         """``(step, events)`` for every committed step, in order."""
