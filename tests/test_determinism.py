@@ -168,14 +168,22 @@ def test_framework_imported_later_is_switched_at_import_and_reported():
         report = twinrun.deterministic(threads=1)
         assert "torch" not in sys.modules and "torch" in report.pending
         import torch
+        from threadpoolctl import threadpool_info
         assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
-        late = [s.to_dict() for s in report.settings if s.framework == "torch"]
+        pools = {i["prefix"]: i["num_threads"] for i in threadpool_info()}  # torch brought libgomp
+        late = [s.to_dict() for s in report.settings if s.when == "import"]
         report.restore()
-        print(json.dumps({"late": late, "pending": report.pending,
+        print(json.dumps({"late": late, "pending": report.pending, "pools": pools,
+                          "pools_after": {i["prefix"]: i["num_threads"] for i in threadpool_info()},
                           "after_restore": [torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()]}))
     """)
     doc = json.loads(p.stdout)
-    assert doc["late"] and all(s["when"] == "import" and s["took_effect"] for s in doc["late"])
+    assert doc["late"] and all(s["took_effect"] for s in doc["late"])
+    assert {s["framework"] for s in doc["late"]} == {"torch", "process"}
+    assert doc["pools"]["libgomp"] == 1 and set(doc["pools"].values()) == {1}
+    # restore puts back what the library had at its import (it read OMP_NUM_THREADS=1 then: see docs)
+    tp = next(s for s in doc["late"] if s["name"] == "threadpoolctl")
+    assert doc["pools_after"]["libgomp"] == tp["before"]["torch:openmp:libgomp"]
     assert "torch" not in doc["pending"]
     threads = next(s for s in doc["late"] if s["name"] == "torch.num_threads")
     assert threads["after"] == 1
