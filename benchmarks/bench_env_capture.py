@@ -1,6 +1,6 @@
 """How long `twinrun.env.capture()` takes, with no framework loaded and with PyTorch loaded.
 
-Run: python benchmarks/env_capture.py   (from the repository root; uses this checkout's src/)
+Run: python benchmarks/bench_env_capture.py   (from the repository root; uses this checkout's src/)
 
 Each case runs in a fresh process, so import caches do not flatter the later cases; the numbers
 are printed side by side with their ratio to a bare `import numpy` process.
