@@ -103,7 +103,7 @@ def _parse_env_seed(var: str, text: str) -> int:
 def _env_overrides() -> dict[str, int]:
     out = {}
     for var, text in os.environ.items():
-        if var.startswith(ENV_PREFIX) and var not in (_ENV_DRAWN,):
+        if var.startswith(ENV_PREFIX):
             if var == ENV_PREFIX:
                 raise UsageError(f"{ENV_PREFIX}= names no stream; use e.g. {ENV_PREFIX}DATA=1 or unset it")
             out[var] = _parse_env_seed(var, text)
@@ -287,6 +287,9 @@ def _relaunch_blocker() -> str | None:
         return "this is an interactive session"
     if len(argv) == 1 or argv[-1] == "-":
         return "the program came from standard input"
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return "this is a multiprocessing child, whose command line is not the program's"
     return None
 
 
