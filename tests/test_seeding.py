@@ -228,6 +228,17 @@ def test_global_rngs_get_the_init_stream():
     assert "torch" not in d["seed_on_import"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_is_seeded_too():
+    s = seed_everything(3, hash_seed="ignore")
+    assert s.seeded["torch"]["torch.cuda.manual_seed_all"] == s.int("init")
+    got = torch.rand(3, device="cuda").tolist()
+    torch.cuda.manual_seed_all(s.int("init"))
+    assert got == torch.rand(3, device="cuda").tolist()
+    g = s.torch("data", device="cuda")
+    assert g.device.type == "cuda" and g.initial_seed() == s.torch("data").initial_seed()
+
+
 def test_seed_everything_imports_no_framework():
     out = run("""
         import json, sys

@@ -42,6 +42,7 @@ __all__ = [
     "HashSeedWarning",
     "Seeds",
     "current",
+    "env_name",
     "hash_seed_in_effect",
     "name_key",
     "seed_everything",
