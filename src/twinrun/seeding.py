@@ -286,7 +286,7 @@ def _relaunch_blocker() -> str | None:
         return "python runs with -E or -I, which ignores PYTHONHASHSEED"
     if hasattr(sys, "ps1") or sys.flags.interactive or "ipykernel" in sys.modules:
         return "this is an interactive session"
-    if len(argv) == 1 or argv[-1] == "-":
+    if not sys.argv or sys.argv[0] in ("", "-"):
         return "the program came from standard input"
     mp = sys.modules.get("multiprocessing")
     if mp is not None and mp.parent_process() is not None:
