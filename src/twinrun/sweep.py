@@ -279,6 +279,7 @@ class Results:
     # writing --------------------------------------------------------------------------------
     def add(self, rec: dict) -> None:
         """Record one finished run (replacing an earlier record of it) in one transaction."""
+        self._runs = self._runs_series = None
         with self._conn:
             self._conn.execute("DELETE FROM metrics WHERE arm = ? AND idx = ?", (rec["arm"], rec["idx"]))
             self._conn.execute(
@@ -302,6 +303,13 @@ class Results:
         return {(a, i): s for a, i, s in self._conn.execute("SELECT arm, idx, status FROM runs")}
 
     def runs(self, *, series: bool = False) -> list[RunRecord]:
+        """Every recorded run with its metrics (and series when asked); read once, then cached."""
+        key = "_runs_series" if series else "_runs"
+        if getattr(self, key, None) is None:
+            setattr(self, key, self._read_runs(series))
+        return getattr(self, key)
+
+    def _read_runs(self, series: bool) -> list[RunRecord]:
         out = {}
         for a, i, seed, env, status, rc, err, dur, host, _ in self._conn.execute(
                 "SELECT * FROM runs ORDER BY arm, idx"):
@@ -677,11 +685,18 @@ def compare_results(a: str | os.PathLike, b: str | os.PathLike | None = None, *,
                     raise
                 skipped[name] = str(e)
                 continue
-            c = compare_samples(va, vb, higher_is_better=hib, alpha=alpha, confidence=confidence,
-                                n_resamples=n_resamples, seed=seed)
-            out[name] = {"comparison": c, "direction": "higher is better" if hib else "lower is better",
+            out[name] = {"samples": (va, vb, hib), "direction": "higher is better" if hib else "lower is better",
                          "direction_source": source, "excluded_a": ia["excluded"], "excluded_b": ib["excluded"],
                          "failed_a": ia["failed"], "failed_b": ib["failed"]}
+        if rb is not None and out:
+            # NumPy's partition and bincount release the GIL: metrics in threads use every core.
+            def one(item):
+                va, vb, hib = item.pop("samples")
+                item["comparison"] = compare_samples(va, vb, higher_is_better=hib, alpha=alpha,
+                                                     confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+            with ThreadPoolExecutor(max_workers=min(len(out), os.cpu_count() or 1, 8)) as pool:
+                list(pool.map(one, out.values()))
         if not out:
             raise BadResultsError("no metric has at least 2 finished runs with finite values: "
                                   + "; ".join(skipped.values()))
