@@ -29,7 +29,7 @@ def main() -> None:
     import torch.nn.functional as F
 
     import twinrun
-    from twinrun.demo_cnn import build_model, load_data
+    from twinrun._demo.digits_cnn import build_model, load_data
 
     x, y = load_data()
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from typing import Callable
 
 __all__ = ["DemoResult", "Scenario", "run_demo", "SCRIPT"]
 
-SCRIPT = Path(__file__).with_name("demo_cnn.py")
+SCRIPT = Path(__file__).with_name("_demo") / "digits_cnn.py"
 
 
 @dataclass

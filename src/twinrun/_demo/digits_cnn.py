@@ -1,6 +1,6 @@
 """The demo's training script: a small CNN on scikit-learn's bundled digits images.
 
-Run it as ``python -m twinrun.demo_cnn`` or through ``twinrun run``/``check``; ``twinrun demo``
+Run it as ``python -m twinrun._demo.digits_cnn`` or through ``twinrun run``/``check``; ``twinrun demo``
 uses it. Options: ``--steps N`` (default 30), ``--unseeded`` (no ``seed_everything``: parameter
 init then differs run to run), ``--batch B`` (default 64).
 
