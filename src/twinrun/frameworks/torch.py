@@ -148,6 +148,12 @@ class TorchAdapter(Adapter):
     def dtype_name(self, x: Any) -> str:
         return str(x.dtype).removeprefix("torch.")
 
+    def install(self, recorder):
+        """Record every module, backward and optimizer step through PyTorch's global hooks."""
+        from .torch_trace import install
+
+        return install(recorder)
+
 
 def _parse_config(text: str) -> dict:
     """The numerics-relevant lines of ``torch.__config__.show()``: BLAS, oneDNN, OpenMP, capability."""
