@@ -7,7 +7,9 @@ What is recorded, per step (a step ends at ``optimizer.step()``), in program ord
 - ``forward``: every module's output, named by its path in the root model (``features.0``); a
   module called again in the same step gets a call index (``relu#1``, ``relu#2``);
 - ``loss``: the tensor ``backward()`` is called on (``loss``, ``loss#1`` with accumulation);
-- ``grad``: each parameter's ``.grad`` at the optimizer's step pre-hook, named by parameter path;
+- ``grad``: each parameter's ``.grad`` at the optimizer's step pre-hook, named by parameter path,
+  in the order backward() finished them (last layer first), so the first differing gradient in
+  the trace is the first one computed;
 - ``param``: each parameter after the step; then the step ends (``recorder.end_step()``).
 
 A *root* is a module called while no other module's forward runs. Its own output is named by its
@@ -121,6 +123,9 @@ class TorchTracer:
         self._param_names: dict[int, str] = {}
         self._calls: dict[str, int] = {}
         self._in_backward = 0
+        self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
+        self._grad_seq = 0
+        self._hooked_params: set[int] = set()
         self._handles: list = []
         self._orig_backward: Callable | None = None
 
@@ -186,7 +191,15 @@ class TorchTracer:
         if has_params:
             for path, p in module.named_parameters():
                 self._param_names.setdefault(id(p), root.prefix + path)
+                if id(p) not in self._hooked_params and p.requires_grad:
+                    self._hooked_params.add(id(p))
+                    self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
         return root
+
+    def _accumulated(self, p) -> None:
+        if self._here():
+            self._grad_seq += 1
+            self._grad_order[id(p)] = self._grad_seq
 
     # --- module hooks ----------------------------------------------------------------------------
     def _pre_forward(self, module, args):
@@ -302,7 +315,12 @@ class TorchTracer:
     def _pre_step(self, optimizer, args, kwargs):
         if not self._counts(optimizer) or not self._wants("grad"):
             return None
-        for name, p in self._params_of(optimizer):
+        params = self._params_of(optimizer)
+        order, last = self._grad_order, 1 << 62
+        # Sorted by when backward() finished each gradient; parameters it never reached keep their place.
+        params = [x for _, _, x in sorted(
+            (order.get(id(p), last), i, (name, p)) for i, (name, p) in enumerate(params))]
+        for name, p in params:
             g = p.grad
             if g is not None:
                 self._event("grad", name, g.to_dense() if g.is_sparse else g)
@@ -315,6 +333,7 @@ class TorchTracer:
             for name, p in self._params_of(optimizer):
                 self._event("param", name, p)
         self._calls.clear()
+        self._grad_order.clear()
         self.recorder.end_step()  # may raise StopRun (a BaseException): it ends the user's script
         return None
 
