@@ -16,6 +16,7 @@ Two halves:
 
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import signal
@@ -160,9 +161,7 @@ def run_script(script, args: Sequence[str] = (), *, trace_path=None, capture=Non
 
         _deterministic(threads=threads)
     if names:
-        from . import interventions as _iv
-
-        _iv.apply(names)
+        importlib.import_module("twinrun.interventions").apply(names)
 
     options = dict(every=every, max_steps=max_steps, against=ref, keep_going=keep_going)
     if phases is not None:
@@ -215,12 +214,12 @@ def _check_interventions(names) -> list[str]:
         names = names.split(",")
     names = [n.strip() for n in names if n.strip()]
     try:
-        from . import interventions as _iv
+        _iv = importlib.import_module("twinrun.interventions")
     except ModuleNotFoundError as e:
         if e.name != "twinrun.interventions":
             raise
-        raise UsageError("--intervene needs twinrun.interventions, which this twinrun does not have; "
-                         "upgrade twinrun or drop --intervene") from None
+        raise UsageError(f"cannot apply intervention {names[0]!r}: this twinrun has no "
+                         "twinrun.interventions module; upgrade twinrun or drop --intervene") from None
     known = list(getattr(_iv, "NAMES", ()))
     bad = [n for n in names if n not in known]
     if bad:
