@@ -41,15 +41,17 @@ def one_line_error(r, *words):
 
 
 # --- check: identical, unseeded, threads ---------------------------------------------------------
-def test_seeded_script_repeats_in_two_fresh_processes(tmp_path):
-    r = twinrun("check", "--json", "--max-steps", 3, "--keep-traces", tmp_path, CNN, "--", "--seed", 0)
+def test_seeded_script_repeats_in_fresh_processes(tmp_path):
+    r = twinrun("check", "--json", "--runs", 3, "--max-steps", 3, "--keep-traces", tmp_path, CNN, "--",
+                "--seed", 0)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["identical"] is True and doc["first_divergence"] is None
-    assert [run["status"] for run in doc["runs"]] == ["stopped", "stopped"]
+    assert [run["status"] for run in doc["runs"]] == ["stopped"] * 3
+    assert [Path(c["b"]).name for c in doc["comparisons"]] == ["run-2.trace", "run-3.trace"]  # each vs the first
     a, b = Trace.open(tmp_path / "run-1.trace"), Trace.open(tmp_path / "run-2.trace")
     assert a.steps() == [0, 1, 2] and len(a.events()) == len(b.events()) > 60
-    assert "run 2/2" in r.stderr  # progress on stderr
+    assert "run 3/3" in r.stderr  # progress on stderr
 
 
 def test_unseeded_script_parts_at_init():

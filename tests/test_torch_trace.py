@@ -219,3 +219,31 @@ def test_a_forward_that_raises_leaves_the_tracer_consistent(tmp_path, digits):
         train(model, opt, x, y, steps=1)
     fwd = [e.name for e in Trace.open(tmp_path / "r.trace").events(0) if e.phase == "forward"]
     assert fwd[-1] == "SmallCNN" and "features.0" in fwd
+
+
+def test_a_tensor_seen_again_reuses_its_digest_but_a_changed_one_does_not(tmp_path, digits):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(64, 32), nn.Identity())
+            self.act = nn.ReLU(inplace=True)  # changes the Linear's output after it was recorded
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(self.act(self.body(x.flatten(1))))
+
+    x, y = digits
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with twinrun.record(tmp_path / "d.trace"):
+        opt.zero_grad()
+        F.cross_entropy(model(x[:8]), y[:8]).backward()
+        opt.step()
+    t = Trace.open(tmp_path / "d.trace")
+    ev = {e.name: e for e in t.events(0) if e.phase == "forward"}
+    # Identity and Sequential return the Linear's very tensor: same digest and stats.
+    assert ev["body.1"].digest == ev["body"].digest == ev["body.0"].digest
+    assert ev["body"].l2 == ev["body.0"].l2
+    # the in-place ReLU changed that tensor: hashed again, and it differs
+    assert ev["act"].digest != ev["body.0"].digest

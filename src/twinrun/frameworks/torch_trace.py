@@ -124,6 +124,7 @@ class TorchTracer:
         self._in_backward = 0
         self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
         self._grad_seq = 0
+        self._seen: dict[int, tuple] = {}     # id(tensor) -> (weakref, version, Event), this step
         self._hooked_params: set[int] = set()
         self._handles: list = []
         self._orig_backward: Callable | None = None
@@ -163,7 +164,16 @@ class TorchTracer:
 
     def _event(self, phase: str, name: str, value: Any, per_sample: bool = False) -> None:
         # The recorder adds the call index of a name repeated within a step (relu, relu#1, ...).
-        self.recorder.event(phase, name, value, per_sample=per_sample)
+        # A container's output is its last child's tensor, an Identity's its input: those are
+        # hashed once per step (same object, same version counter), then reused.
+        same = self._same(value)
+        ev = self.recorder.event(phase, name, value, per_sample=per_sample, same_as=same)
+        if ev is not None and same is None:
+            version = _version(value)
+            if version is not None:
+                if len(self._seen) > 4096:  # steps that never end (no optimizer): stay bounded
+                    self._seen.clear()
+                self._seen[id(value)] = (weakref.ref(value), version, ev)
 
     def _names_changed(self) -> None:
         pass  # roots are checked against the watch list at every root call
@@ -263,6 +273,13 @@ class TorchTracer:
                 self._event("forward", name + suffix, t)
         return None
 
+    def _same(self, t: torch.Tensor):
+        """The event already recorded this step from this very tensor, if it has not changed since."""
+        seen = self._seen.get(id(t))
+        if seen is not None and seen[0]() is t and seen[1] == _version(t):
+            return seen[2]
+        return None
+
     # --- backward --------------------------------------------------------------------------------
     def _backward(self, tensors, *args, **kwargs):
         if self._here() and not self._in_backward and self._wants("loss"):
@@ -327,7 +344,15 @@ class TorchTracer:
             for name, p in self._params_of(optimizer):
                 self._event("param", name, p)
         self._grad_order.clear()
+        self._seen.clear()
         self.recorder.end_step()  # may raise StopRun (a BaseException): it ends the user's script
+        return None
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
         return None
 
 
