@@ -136,6 +136,8 @@ def test_capture_limits_phases_and_every_skips_steps(tmp_path, digits):
     t = Trace.open(tmp_path / "p.trace")
     assert t.steps() == [0, 2, 4]
     assert {e.phase for e in t.events()} == {"param"}
+    # with no module phase captured, one light pre-hook still learns the parameters' names
+    assert [e.name for e in t.events(4)] == [n for n, _ in model.named_parameters()]
 
 
 def test_max_steps_stops_the_block_cleanly(tmp_path, digits):

@@ -124,6 +124,8 @@ class TorchTracer:
         self._in_backward = 0
         self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
         self._grad_seq = 0
+        self._order_grads = True
+        self._known: set[int] = set()           # modules whose names are known (names-only mode)
         self._seen: dict[int, tuple] = {}     # id(tensor) -> (weakref, version, Event), this step
         self._hooked_params: set[int] = set()
         self._handles: list = []
@@ -131,15 +133,26 @@ class TorchTracer:
 
     # --- life cycle ------------------------------------------------------------------------------
     def install(self) -> Callable[[], None]:
+        capture = getattr(self.recorder, "capture", None)
+        capture = set(capture) if capture is not None else {"init", "input", "forward", "loss", "grad"}
+        self._order_grads = "grad" in capture
+        if capture & {"init", "input", "forward"}:
+            module_hooks = [
+                _nn_module.register_module_forward_pre_hook(self._pre_forward),
+                _nn_module.register_module_forward_hook(self._post_forward, always_call=True),
+            ]
+        else:
+            # Only gradients/parameters wanted: one cheap pre-hook that learns the models' names.
+            module_hooks = [_nn_module.register_module_forward_pre_hook(self._learn_names)]
         self._handles = [
-            _nn_module.register_module_forward_pre_hook(self._pre_forward),
-            _nn_module.register_module_forward_hook(self._post_forward, always_call=True),
+            *module_hooks,
             _optim.register_optimizer_step_pre_hook(self._pre_step),
             _optim.register_optimizer_step_post_hook(self._post_step),
         ]
-        self._orig_backward = torch.autograd.backward
-        self._patched_backward = self._backward  # one bound method, so uninstall can check it is ours
-        torch.autograd.backward = self._patched_backward
+        if capture & {"loss", "init", "input", "forward"}:  # also marks forwards re-run in backward
+            self._orig_backward = torch.autograd.backward
+            self._patched_backward = self._backward  # one bound method, so uninstall can check it is ours
+            torch.autograd.backward = self._patched_backward
         _ACTIVE.append(self)
         return self.uninstall
 
@@ -196,7 +209,7 @@ class TorchTracer:
         if has_params:
             for path, p in module.named_parameters():
                 self._param_names.setdefault(id(p), root.prefix + path)
-                if id(p) not in self._hooked_params and p.requires_grad:
+                if self._order_grads and id(p) not in self._hooked_params and p.requires_grad:
                     self._hooked_params.add(id(p))
                     self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
         return root
@@ -226,6 +239,18 @@ class TorchTracer:
         stack.append((module, root, recording))
         if recording and root.has_params:
             self._on_root_call(module, root, args)
+        return None
+
+    def _learn_names(self, module, args):
+        """Names-only pre-hook (no init/input/forward captured): the first module with parameters
+        seen outside any known model becomes a root; its modules are known from then on."""
+        if id(module) in self._known or not self._here():
+            return None
+        if _WATCHED_MODELS and module not in _WATCHED_MODELS:
+            return None
+        self._known.update(id(m) for m in module.modules())
+        if next(iter(module.parameters()), None) is not None:
+            self._root_for(module)
         return None
 
     def _on_root_call(self, module, root: _Root, args) -> None:
