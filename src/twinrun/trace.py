@@ -323,7 +323,7 @@ class TraceWriter:
 
     # writing events
     def add(self, step: int, phase: str, name: str, array: np.ndarray, *, dtype: str | None = None,
-            per_sample: bool = False, keep_value: bool | None = None) -> Event:
+            per_sample: bool = False, keep_value: bool | None = None, same_as: Event | None = None) -> Event:
         """Record one tensor of ``step`` (uncommitted until ``commit_step(step)``); return its Event.
 
         ``array`` is a NumPy array (raw integer bits for dtypes NumPy lacks, with ``dtype`` naming
@@ -336,8 +336,14 @@ class TraceWriter:
         array = _contiguous(np.asarray(array))
         dtype = dtype or str(array.dtype)
         shape = tuple(int(s) for s in array.shape)
-        h = digest(array, dtype)
-        l2, mean, maxabs, nonfinite = stats(array, dtype)
+        if same_as is not None and same_as.dtype == dtype and tuple(same_as.shape) == shape:
+            # The very tensor of an earlier event, unchanged (e.g. a Sequential's output is its last
+            # child's): reuse digest and stats instead of reading it again.
+            h, l2, mean, maxabs, nonfinite = (same_as.digest, same_as.l2, same_as.mean, same_as.maxabs,
+                                               same_as.nonfinite)
+        else:
+            h = digest(array, dtype)
+            l2, mean, maxabs, nonfinite = stats(array, dtype)
         samples = _sample_digests(array, dtype) if per_sample and array.ndim >= 1 else None
         value = None
         storage = _STORAGE.get(dtype)
@@ -723,8 +729,13 @@ class Recorder:
         """Whether an event of ``phase`` now would be recorded; hooks use it to skip work."""
         return not self.closed and phase in self.capture and self.step % self.every == 0
 
-    def event(self, phase: str, name: str, value: Any, *, per_sample: bool = False) -> Event | None:
-        """Record ``value`` (a tensor of any loaded framework, a NumPy array or a number) as an event."""
+    def event(self, phase: str, name: str, value: Any, *, per_sample: bool = False,
+              same_as: Event | None = None) -> Event | None:
+        """Record ``value`` (a tensor of any loaded framework, a NumPy array or a number) as an event.
+
+        ``same_as``: an Event of this step recorded from the very same, unchanged tensor; its digest
+        and stats are reused (hooks use it for a container's output, which is its last child's).
+        """
         if phase not in PHASES:
             raise UsageError(f"unknown trace phase {phase!r}; use one of {', '.join(PHASES)}")
         if not self.wants(phase):
@@ -735,7 +746,7 @@ class Recorder:
             n = self._calls.get(key, 0)
             self._calls[key] = n + 1
             ev = self.writer.add(self.step, phase, name if n == 0 else f"{name}#{n}", array,
-                                 dtype=dtype, per_sample=per_sample)
+                                 dtype=dtype, per_sample=per_sample, same_as=same_as)
             self._events.append(ev)
         return ev
 

@@ -150,6 +150,12 @@ class TorchAdapter(Adapter):
     def dtype_name(self, x: Any) -> str:
         return str(x.dtype).removeprefix("torch.")
 
+    def install(self, recorder):
+        """Record every module, backward and optimizer step through PyTorch's global hooks."""
+        from .torch_trace import install
+
+        return install(recorder)
+
 
 def _fill_uninitialized_memory() -> bool | None:
     try:
