@@ -138,11 +138,20 @@ class _Runner:
                           max_steps=self.max_steps, deterministic=plan.deterministic, threads=plan.threads,
                           interventions=plan.interventions, timeout=self.timeout)
 
+        # A failed run stops the diagnosis: runs not started yet are cancelled.
         with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
-            results = list(pool.map(one, jobs))
-        self.launched += len(jobs)
-        for (plan, copy), r in zip(jobs, results):
-            _check_run(plan, copy, r)
+            futures = [pool.submit(one, job) for job in jobs]
+            results = []
+            try:
+                for job, fut in zip(jobs, futures):
+                    r = fut.result()
+                    self.launched += 1
+                    _check_run(job[0], job[1], r)
+                    results.append(r)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
         return results
 
     def pairs(self, plans: list[Plan]) -> list[Experiment]:
