@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        sys.stderr.write(f"twinrun {self.prog.partition(' ')[2] or ''}: error: {message} (see --help)\n".replace("  ", " "))
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
