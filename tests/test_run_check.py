@@ -191,4 +191,6 @@ def test_launch_rejects_bad_values_before_starting_anything(tmp_path):
     with pytest.raises(UsageError, match="--max-steps"):
         runner.launch(CNN, max_steps=0)
     with pytest.raises(UsageError, match="not a Python script"):
+        runner.launch(tmp_path / "notes.txt") if (tmp_path / "notes.txt").write_text("x") else None
+    with pytest.raises(UsageError, match="is a folder"):
         runner.launch(tmp_path)
