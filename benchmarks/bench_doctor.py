@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +27,16 @@ EXAMPLES = ["no_seed", "numpy_augment", "unseeded_shuffle", "set_order", "imap_u
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--max-steps", type=int, default=20)
-    ap.add_argument("--only", default=None, help="comma list of example names")
+    ap.add_argument("--only", default=None, help="comma list of example names (and/or demo)")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else EXAMPLES
-    scripts = [(n, ROOT / "examples" / "nondeterminism" / f"{n}.py") for n in names]
+    scripts = [(n, ROOT / "examples" / "nondeterminism" / f"{n}.py") for n in names if n != "demo"]
     demo = ROOT / "src" / "twinrun" / "demo_cnn.py"
-    if not a.only and demo.exists():
-        scripts.append(("demo CNN (seeded)", demo))
+    if (not a.only or "demo" in names) and demo.exists():
+        # A copy outside the package: run from src/twinrun/, its folder would shadow torch with twinrun/torch.py.
+        copy = Path(tempfile.mkdtemp(prefix="bench-doctor-")) / "demo_cnn.py"
+        shutil.copy(demo, copy)
+        scripts.append(("demo CNN (seeded)", copy))
     for v in ("PYTHONHASHSEED", "OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"):
         os.environ.pop(v, None)
     print(f"twinrun doctor, --max-steps {a.max_steps}, {PARALLEL} runs at a time, {os.cpu_count()} cores")
@@ -45,6 +50,7 @@ def main() -> None:
             reruns = d.reruns
         except Exception as e:  # noqa: BLE001 - report and go on
             cause, reruns = f"error: {type(e).__name__}", 0
+            print(f"  {e}", file=sys.stderr)
         wall = time.perf_counter() - t0
         total += wall
         per = wall / reruns if reruns else float("nan")

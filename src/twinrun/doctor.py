@@ -429,7 +429,8 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
         else:
             fix = (f"Run with one thread: `twinrun.deterministic(threads=1)` (or `torch.set_num_threads(1)`); "
                    f"{ops} in `{layer}` sums in a run-to-run order when several threads share it.")
-        return make("nondeterministic-kernel", ops, fix, True,
+        return make("nondeterministic-kernel", f"layer `{layer}`, {_OP_SHORT.get((fd or {}).get('phase'), 'a kernel')}",
+                    fix, True,
                     f"The runs part {where} although the inputs and parameters before it were identical; "
                     f"{'deterministic kernels' if name == 'deterministic' else 'one thread'} make the runs identical: "
                     f"{ops} in `{layer}` is nondeterministic.")
@@ -455,6 +456,10 @@ def _where_words(fd: dict | None) -> str:
                    "loss": "at the loss", "grad": "in the backward pass", "param": "in the optimizer step",
                    "metric": "in the metrics", "custom": "in a custom event"}
     return f"at step {fd.get('step')}, {phase_words.get(fd.get('phase'), fd.get('phase'))} (`{fd.get('name')}`)"
+
+
+_OP_SHORT = {"grad": "backward: parallel gradient accumulation", "forward": "forward: parallel reduction",
+             "loss": "loss reduction", "param": "optimizer update"}
 
 
 def _op_class(fd: dict | None) -> str:
