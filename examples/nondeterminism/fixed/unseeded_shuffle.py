@@ -1,0 +1,45 @@
+"""unseeded_shuffle.py with the fix doctor proposes: the DataLoader gets a seeded generator.
+"""
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import twinrun
+import twinrun.torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def load_digits():
+    """scikit-learn's bundled digits (1797 8x8 images), read straight from its data file."""
+    path = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0]) / "datasets/data/digits.csv.gz"
+    data = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return data[:, :-1] / 16.0, data[:, -1].astype(np.int64)
+
+
+def weights_digest(model):
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+twinrun.seed_everything(0)
+X, y = load_digits()
+model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+init = torch.Generator().manual_seed(0)  # the initial weights repeat ...
+for p in model.parameters():
+    nn.init.normal_(p, std=0.1, generator=init)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=32, shuffle=True,
+                    **twinrun.torch.loader_kwargs())
+for epoch in range(2):
+    for xb, yb in loader:
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+print("final loss", round(loss.item(), 4), "weights", weights_digest(model))

@@ -1,0 +1,42 @@
+"""A fully reproducible run: seeded, single-process data, a small model.
+
+twinrun doctor: `reproducible`, every time; its portability report shows whether another thread
+count or another CPU instruction set gives other numbers. Run it twice: `python reproducible.py`.
+"""
+
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def load_digits():
+    """scikit-learn's bundled digits (1797 8x8 images), read straight from its data file."""
+    path = Path(importlib.util.find_spec("sklearn").submodule_search_locations[0]) / "datasets/data/digits.csv.gz"
+    data = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    return data[:, :-1] / 16.0, data[:, -1].astype(np.int64)
+
+
+def weights_digest(model):
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+torch.manual_seed(0)
+X, y = load_digits()
+model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(2):
+    for i in range(0, len(X) - 15, 16):
+        xb, yb = torch.from_numpy(X[i:i + 16]), torch.from_numpy(y[i:i + 16])
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+print("final loss", round(loss.item(), 4), "weights", weights_digest(model))

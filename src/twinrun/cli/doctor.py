@@ -1,0 +1,89 @@
+"""``twinrun doctor``: name the cause of a divergence by experiment; test portability."""
+
+from __future__ import annotations
+
+from ._output import console, emit_json, progress
+
+__all__ = ["register"]
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return v
+
+
+def register(sub, common) -> None:
+    import argparse
+
+    p = sub.add_parser("doctor", parents=[common], help="find why a script does not repeat, by experiment",
+                       description="Run SCRIPT twice as you would; when the runs part, change one thing at a "
+                                   "time (seeds, data randomness, hash seed, kernels, threads) until they do not, "
+                                   "and print the fix. When they repeat, test another thread count and lower CPU "
+                                   "instruction sets. Exit 0 reproducible, 1 not, 2 bad input, 3 the script failed.")
+    p.add_argument("--max-steps", metavar="N", type=_positive_int, default=20,
+                   help="steps per run (default 20)")
+    p.add_argument("--against", metavar="OTHER.trace", default=None,
+                   help="a trace made on another machine: compare with it and try to reproduce it here")
+    p.add_argument("--no-portability", action="store_true",
+                   help="when the runs repeat, skip the thread-count and CPU-ISA reruns")
+    p.add_argument("--parallel", metavar="N", type=_positive_int, default=None,
+                   help="runs at a time (default 2 where there are 2 cores or more)")
+    p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
+                   help="kill a run that takes longer than this (exit 3)")
+    p.add_argument("--keep-traces", metavar="DIR", default=None, help="keep every run's trace in DIR")
+    p.add_argument("script", metavar="SCRIPT", help="the Python training script")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after an optional --)")
+    p.set_defaults(func=cmd_doctor)
+
+
+def cmd_doctor(args) -> int:
+    from ..doctor import diagnose
+
+    rest = args.args[1:] if args.args and args.args[0] == "--" else args.args
+    d = diagnose(args.script, rest, max_steps=args.max_steps, against=args.against,
+                 portability=not args.no_portability, parallel=args.parallel, timeout=args.timeout,
+                 keep=args.keep_traces, progress=lambda m: progress(args, m))
+    if args.json:
+        emit_json(d)
+    else:
+        render(d)
+    return d.exit_code
+
+
+def render(d) -> None:
+    """The terminal view: the verdict and the fix first, then the evidence."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    colour = "green" if d.verdict == "reproducible" else "red"
+    cause = d.cause + (f" ({d.detail})" if d.detail else "")
+    out.print(f"[bold {colour}]{d.verdict.upper()}[/] — cause: [bold]{escape(cause)}[/]"
+              + ("" if d.verdict == "reproducible" or d.confirmed else " (not confirmed by an intervention)"))
+    out.print(f"[bold]Fix:[/] {escape(d.fix)}")
+    out.print(escape(d.summary))
+    t = Table(title="evidence", title_justify="left")
+    for col in ("experiment", "what changed", "runs", "identical", "first divergence"):
+        t.add_column(col)
+    for e in d.evidence:
+        fd = e.first_divergence
+        where = "—" if not fd else f"step {fd.get('step')} {fd.get('phase')} {fd.get('name')}"
+        ident = "—" if e.identical is None else ("yes" if e.identical else "no")
+        t.add_row(escape(e.name), escape(e.changed), str(e.runs), ident, escape(where))
+    out.print(t)
+    if d.portability:
+        isa = d.portability.get("cpu-isa")
+        if isa and isa.get("note"):
+            out.print(f"[yellow]CPU ISA:[/] {escape(isa['note'])}")
+    if d.environment:
+        top = d.environment[:5]
+        out.print("environment differences (most likely first): " + escape(
+            "; ".join(f"{x['key']}: {x['a']} vs {x['b']} ({x.get('rank') or '?'})" for x in top)))
+    out.print(f"[dim]{d.reruns} runs, {d.seconds:.1f} s, {d.max_steps} steps each[/]")
