@@ -111,6 +111,8 @@ class TorchAdapter(Adapter):
             "mkldnn": torch.backends.mkldnn.is_available(),
             "openmp": torch.backends.openmp.is_available(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "fill_uninitialized_memory": _fill_uninitialized_memory(),
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
             "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -147,6 +149,21 @@ class TorchAdapter(Adapter):
 
     def dtype_name(self, x: Any) -> str:
         return str(x.dtype).removeprefix("torch.")
+
+    def install(self, recorder):
+        """Record every module, backward and optimizer step through PyTorch's global hooks."""
+        from .torch_trace import install
+
+        return install(recorder)
+
+
+def _fill_uninitialized_memory() -> bool | None:
+    try:
+        import torch.utils.deterministic as tud
+
+        return bool(tud.fill_uninitialized_memory)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _parse_config(text: str) -> dict:

@@ -1,0 +1,118 @@
+"""PyTorch data-loader seeding: a seeded ``generator`` and a ``worker_init_fn`` from twinrun's streams.
+
+Each worker seeds Python ``random``, NumPy's global RNG and torch from the SeedSequence
+``(stream, "worker", rank, worker_id, base_seed)`` of the active Seeds, where ``base_seed`` is the
+number torch draws from the loader's (seeded) generator at the start of every epoch: so workers
+differ from each other, epochs differ from each other (also with non-persistent workers, which
+restart every epoch), ranks differ from each other, and a fresh process repeats all of it.
+
+A ``numpy.random.Generator`` the dataset creates in ``__init__`` is copied into every worker as is;
+twinrun does not reach into the dataset to reseed it. Use ``worker_rng()`` (or create the Generator
+inside the worker) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .._errors import UsageError
+
+__all__ = ["generator", "loader_kwargs", "worker_rng", "WorkerInit"]
+
+_M64 = (1 << 64) - 1
+# Set by WorkerInit in a worker: (pid, numpy Generator); the pid tells a worker's own from a forked copy.
+_worker_state: tuple[int, np.random.Generator] | None = None
+_main_rng: tuple | None = None   # (seeds, stream, rank, Generator) of the main process
+_last_loader: tuple[str, int] = ("data", 0)
+
+
+def generator(seed: int, device: str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (0 <= seed < 2**64)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def _active_seeds():
+    from ..seeding import current
+
+    seeds = current()
+    if seeds is None:
+        raise UsageError("no root seed yet: call twinrun.seed_everything() before twinrun.torch.loader_kwargs()")
+    return seeds
+
+
+class WorkerInit:
+    """The ``worker_init_fn`` of ``loader_kwargs``: picklable, so it also works with spawn/forkserver workers.
+
+    Call it first from your own ``worker_init_fn`` when you need one: ``kw["worker_init_fn"](worker_id)``.
+    """
+
+    def __init__(self, seeds, stream: str, rank: int):
+        self.seeds, self.stream, self.rank = seeds, stream, rank
+
+    def sequences(self, worker_id: int, base_seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+        """The worker's (globals, worker_rng) sequences."""
+        path = (self.stream, "worker", self.rank, worker_id, base_seed & _M64)
+        return self.seeds.sequence(*path, "globals"), self.seeds.sequence(*path, "rng")
+
+    def __call__(self, worker_id: int) -> None:
+        global _worker_state
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            raise UsageError("twinrun's worker_init_fn runs only in DataLoader workers; pass it to DataLoader")
+        base_seed = info.seed - info.id   # torch gives worker i the seed base_seed + i
+        globals_seq, rng_seq = self.sequences(worker_id, base_seed)
+        words = globals_seq.generate_state(4, np.uint32)
+        random.seed(int.from_bytes(words.tobytes(), "little"))
+        np.random.seed(words)
+        torch.manual_seed(int(globals_seq.generate_state(1, np.uint64)[0]))
+        _worker_state = (os.getpid(), np.random.Generator(np.random.PCG64(rng_seq)))
+        from .. import seeding
+
+        if seeding._current is None:   # spawned workers start without it
+            seeding._current = self.seeds
+
+
+def loader_kwargs(stream: str = "data", *, rank: int = 0) -> dict:
+    """``DataLoader`` keyword arguments that make shuffling and worker randomness repeat exactly.
+
+    ``generator`` (from the stream's ``("loader", rank)`` path) fixes the shuffle order and the base
+    seed torch draws each epoch; ``worker_init_fn`` seeds each worker's Python, NumPy and torch RNGs from
+    (root, stream, rank, worker id, epoch). ``TWINRUN_SEED_<STREAM>`` overrides the stream.
+
+    >>> loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=4,
+    ...                     **twinrun.torch.loader_kwargs("data", rank=rank))   # doctest: +SKIP
+    """
+    global _last_loader
+    seeds = _active_seeds()
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise UsageError(f"rank must be a non-negative integer, got {rank!r}")
+    seeds.stream_root(stream)   # validates the name
+    _last_loader = (stream, rank)
+    return {"generator": seeds.torch(stream, "loader", rank), "worker_init_fn": WorkerInit(seeds, stream, rank)}
+
+
+def worker_rng() -> np.random.Generator:
+    """A NumPy Generator for data augmentation, own to this DataLoader worker and epoch.
+
+    In a worker started with ``loader_kwargs``: derived from (root, stream, rank, worker, epoch). In
+    the main process (``num_workers=0``): the stream's ``("main", rank)`` generator, one per process.
+    Call it where you draw (in ``__getitem__``), not in ``__init__``.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        if _worker_state is None or _worker_state[0] != os.getpid():
+            raise UsageError("worker_rng() was called in a DataLoader worker not started by twinrun; "
+                             "pass **twinrun.torch.loader_kwargs() to the DataLoader")
+        return _worker_state[1]
+    global _main_rng
+    seeds = _active_seeds()
+    stream, rank = _last_loader
+    if _main_rng is None or _main_rng[0] is not seeds or _main_rng[1:3] != (stream, rank):
+        _main_rng = (seeds, stream, rank, seeds.numpy(stream, "main", rank))
+    return _main_rng[3]
