@@ -353,7 +353,13 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
     Only the steps both traces recorded, and the phases both captured, are compared. Opening a
     file that is not a trace raises ``BadTraceError``.
     """
-    ta, tb = Trace.open(a), Trace.open(b)
+    with contextlib.ExitStack() as stack:
+        ta = a if isinstance(a, Trace) else stack.enter_context(Trace.open(a))
+        tb = b if isinstance(b, Trace) else stack.enter_context(Trace.open(b))
+        return _compare(ta, tb)
+
+
+def _compare(ta: Trace, tb: Trace) -> Comparison:
     notes: list[str] = []
     phases = list(PHASES)
     cap_a = (ta.meta("recorder") or {}).get("capture")
@@ -366,6 +372,10 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
     common = sorted(set(sa) & set(sb))
     if len(common) < max(len(sa), len(sb)) and common:
         notes.append(f"{len(common)} recorded steps in common (A has {len(sa)}, B has {len(sb)})")
+    for label, t in (("A", ta), ("B", tb)):
+        if t.status == "running":
+            notes.append(f"trace {label} was cut off (status running): it holds the steps committed before "
+                         "the run ended")
 
     first: dict | None = None
     structural: list[dict] = []
@@ -403,7 +413,7 @@ def compare(a: Trace | str | os.PathLike, b: Trace | str | os.PathLike) -> Compa
         if broken is not None:
             structural.append(broken)
             break
-    if not common and (sa or sb):
+    if not common:
         structural.append({"kind": "no-common-steps", "step": None, "index": None, "a": None, "b": None})
     return Comparison(
         a=str(ta.path), b=str(tb.path),

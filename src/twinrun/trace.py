@@ -162,6 +162,32 @@ def _as_float(array: np.ndarray, dtype: str) -> np.ndarray | None:
         return None
 
 
+_CHUNK = 1 << 16
+
+
+def _sums64(flat: np.ndarray) -> tuple[float, float]:
+    """Sum of squares and sum, accumulated in float64 through a small reusable buffer.
+
+    Casting chunk by chunk is about twice as fast as NumPy's buffered ``sum(dtype=float64)`` and
+    never holds a float64 copy of the whole tensor. ``einsum``, not ``dot``: BLAS would start its
+    own threads inside the user's training loop, and crawls when the cores are busy.
+    """
+    if flat.dtype == np.float64:
+        return float(np.einsum("i,i->", flat, flat)), float(np.add.reduce(flat))
+    if flat.size <= _CHUNK:
+        b = flat.astype(np.float64)
+        return float(np.einsum("i,i->", b, b)), float(np.add.reduce(b))
+    buf = np.empty(_CHUNK, np.float64)
+    ss = total = 0.0
+    for i in range(0, flat.size, _CHUNK):
+        chunk = flat[i:i + _CHUNK]
+        b = buf[:chunk.size]
+        np.copyto(b, chunk, casting="unsafe")
+        ss += float(np.einsum("i,i->", b, b))
+        total += float(np.add.reduce(b))
+    return ss, total
+
+
 def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, float, int]:
     """``(l2, mean, maxabs, nonfinite)`` computed in float64.
 
@@ -179,12 +205,10 @@ def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, fl
     if x.size == 0:
         return 0.0, 0.0, 0.0, 0
     flat = x.reshape(-1)
-    # float64 accumulation without materialising a float64 copy of the whole tensor.
-    ss = float(np.dot(flat, flat)) if flat.dtype == np.float64 else float(
-        np.einsum("i,i->", flat, flat, dtype=np.float64))
-    total = float(np.sum(flat, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):  # handled below, not the user's business
+        ss, total = _sums64(flat)
     if math.isfinite(ss) and math.isfinite(total):
-        maxabs = float(np.max(np.abs(flat)))
+        maxabs = max(float(flat.max()), -float(flat.min()))  # np.abs would copy
         return math.sqrt(ss), total / flat.size, maxabs, 0
     finite = np.isfinite(flat)
     nonfinite = int(flat.size - np.count_nonzero(finite))
@@ -487,7 +511,6 @@ class Trace:
             raise BadTraceError(f"{path}: the trace header is not valid JSON; record the run again") from None
         self.status: str = meta.get("status", "running")
         self._steps: list[int] | None = None
-        self._cache: dict[int | None, list[Event]] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Trace":
@@ -514,6 +537,12 @@ class Trace:
             if not {"meta", "steps", "events"} <= tables:
                 raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {fix}")
             meta = dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.OperationalError as e:
+            if (path.parent / f"{path.name}-wal").exists():
+                raise BadTraceError(f"cannot read {path} ({e}): the trace of an unfinished run keeps its last steps "
+                                    f"in {path.name}-wal, and reading them needs a writable folder; copy both "
+                                    "files to one") from None
+            raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
         except sqlite3.DatabaseError as e:
             raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
         if meta.get("format") != FORMAT or "schema_version" not in meta:
@@ -543,18 +572,13 @@ class Trace:
 
     def events(self, step: int | None = None) -> list[Event]:
         """The events of ``step`` (all committed steps when None), in program order."""
-        if step in self._cache:
-            return list(self._cache[step])
         if step is None:
             rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step IN (SELECT step FROM steps) "
                                "ORDER BY step, idx")
         else:
             rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step = ? "
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
-        out = [_event(r, self.path) for r in rows]
-        if step is not None and len(self._cache) < 4:  # compare walks steps twice at most
-            self._cache[step] = out
-        return list(out)
+        return [_event(r, self.path) for r in rows]
 
     def iter_steps(self) -> Iterator[tuple[int, list[Event]]]:
         """``(step, events)`` for every committed step, in order."""
@@ -764,8 +788,12 @@ class Recorder:
     def _compare_step(self, step: int, events: list[Event]) -> dict | None:
         from .compare import first_difference_in_step
 
-        return first_difference_in_step(events, self.against.events(step), self.writer.value, self.against.value,
-                                        earlier_identical=True)
+        # Compare only the phases both runs capture, as compare() does.
+        ref_capture = (self.against.meta("recorder") or {}).get("capture") or PHASES
+        keep = self.capture & set(ref_capture)
+        return first_difference_in_step([e for e in events if e.phase in keep],
+                                        [e for e in self.against.events(step) if e.phase in keep],
+                                        self.writer.value, self.against.value, earlier_identical=True)
 
     # --- hooks ---
     def install_hooks(self) -> None:

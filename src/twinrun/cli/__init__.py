@@ -23,6 +23,7 @@ __all__ = ["main", "build_parser"]
 _MODULES = [
     "twinrun.cli.demo",
     "twinrun.cli.trace",
+    "twinrun.cli.diff",
     "twinrun.cli.doctor",
     "twinrun.cli.env",
     "twinrun.cli.probe",
