@@ -72,6 +72,12 @@ class _Collector:
         self.calls: dict[str, int] = {}
         self.in_loss = 0
         self.in_apply = 0
+        # The step's graph: Keras builds unbuilt layers by calling them in a scratch graph, whose
+        # tensors cannot leave it (and are not the step's computation).
+        self.graph = tf.compat.v1.get_default_graph()
+
+    def here(self) -> bool:
+        return tf.compat.v1.get_default_graph() is self.graph
 
     def add(self, phase: str, name: str, value: Any, per_sample: bool = False) -> None:
         if phase in self.capture and value is not None:
@@ -110,7 +116,7 @@ def layer_outputs(extras: dict[str, Any]) -> list[tuple[str, str, bool, Any]]:
 def _wrap_layer_call(original: Callable) -> Callable:
     def __call__(self, *args, **kwargs):
         c = _collector()
-        if c is None or "forward" not in c.capture:
+        if c is None or "forward" not in c.capture or not c.here():
             return original(self, *args, **kwargs)
         c.stack.append(self)
         try:
@@ -136,7 +142,7 @@ def _wrap_layer_call(original: Callable) -> Callable:
 def _wrap_loss(original: Callable) -> Callable:
     def compute_loss(self, *args, **kwargs):
         c = _collector()
-        if c is None:
+        if c is None or not c.here():
             return original(self, *args, **kwargs)
         c.in_loss += 1
         try:
@@ -154,7 +160,7 @@ def _wrap_loss(original: Callable) -> Callable:
 def _wrap_apply(original: Callable) -> Callable:
     def apply(self, grads, trainable_variables=None):
         c = _collector()
-        if c is None or c.in_apply:
+        if c is None or c.in_apply or not c.here():
             return original(self, grads, trainable_variables)
         variables = list(trainable_variables) if trainable_variables is not None else \
             list(getattr(self, "_trainable_variables", []))
