@@ -107,9 +107,7 @@ def test_tfdata_pipeline_repeats_and_reshuffles_only_when_asked(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout)["identical"] is True
     once = tmp_path / "once.trace"
-    run = _twinrun("run", "-o", once, "--capture", "input", PIPELINE, "--", "--samples", 256, "--epochs", 2,
-                   "--no-reshuffle")
-    assert run.returncode == 0, run.stderr[-3000:]
+    _run_in_process(PIPELINE, ["--samples", "256", "--epochs", "2", "--no-reshuffle"], once, capture=("input",))
 
     def label_order(path):  # the labels' per-sample digests, epoch by epoch (4 batches of 64 each)
         with Trace.open(path) as t:
@@ -130,6 +128,19 @@ def test_tfdata_unseeded_shuffle_parts_at_the_input_in_another_order():
     first = json.loads(out.stdout)["first_divergence"]
     assert first["phase"] == "input" and first["step"] == 0
     assert first["before_identical"] is True
+
+
+def _run_in_process(script, argv, trace_path, **options):
+    """The script as ``twinrun run`` would run it, but in this process (TensorFlow is loaded already)."""
+    import runpy
+
+    saved = sys.argv
+    sys.argv = [str(script), *argv]
+    try:
+        with record(trace_path, **options):
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved
 
 
 # --- recording in this process -------------------------------------------------------------------
