@@ -318,3 +318,38 @@ def test_environment_has_onednn_flag_and_thread_counts():
 
     info = get("tensorflow").environment()
     assert "onednn_opts" in info and "intra_op_threads" in info and info["keras"] == keras.__version__
+
+
+def test_seed_tf_data_intervention_seeds_unseeded_shuffles_and_generators():
+    from tensorflow.python.data.ops.dataset_ops import DatasetV2
+
+    from twinrun.frameworks import tf_interventions
+
+    saved = DatasetV2.shuffle, tf.random.Generator.__dict__["from_non_deterministic_state"]
+    try:
+        runs = []
+        for _ in range(2):
+            notes: list[str] = []
+            counter = iter(range(100))
+            DatasetV2.shuffle, tf.random.Generator.from_non_deterministic_state = saved
+            tf_interventions.install(notes.append, lambda kind: np.random.SeedSequence([7, next(counter)]))
+            order = list(tf.data.Dataset.range(16).shuffle(16).as_numpy_iterator())
+            draw = tf.random.Generator.from_non_deterministic_state().normal((3,)).numpy()
+            runs.append((order, draw, notes))
+        assert runs[0][0] == runs[1][0] and sorted(runs[0][0]) == list(range(16))
+        np.testing.assert_array_equal(runs[0][1], runs[1][1])
+        assert runs[0][2] == ["tf.data.Dataset.shuffle(...) without a seed",
+                              "tf.random.Generator.from_non_deterministic_state()"]
+    finally:
+        DatasetV2.shuffle, tf.random.Generator.from_non_deterministic_state = saved
+
+
+def test_portability_variants_never_exceed_the_cpu():
+    from twinrun.frameworks.portability import ISA_ORDER, variants
+
+    for isa in ISA_ORDER:
+        for v in variants("tensorflow", cpu_isa=isa):
+            if v.cause == "cpu-isa":
+                wanted = v.env["ONEDNN_MAX_CPU_ISA"].replace("SSE41", "SSE4_2").replace("AVX512_CORE", "AVX512")
+                assert ISA_ORDER.index(wanted) < ISA_ORDER.index(isa)
+    assert variants("tensorflow", cpu_isa=None)[0].env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
