@@ -308,6 +308,9 @@ _RULES: list[tuple[str, str, str]] = [
     ("frameworks.*.*version", "numerics", "another framework version can change kernels"),
     ("frameworks.*", "numerics", "a framework setting or build fact that decides which kernels run"),
     ("env_vars.TF_CPP_*", "none", "TensorFlow's log level does not change results"),
+    ("env_vars.KMP_INIT_AT_FORK", "none", "Intel OpenMP's fork handling does not change results"),
+    ("env_vars.KMP_DUPLICATE_LIB_OK", "possible", "two OpenMP runtimes may then load side by side, and their thread "
+                                                  "pools compete"),
     ("env_vars.PYTHONHASHSEED", "numerics", "string hashes decide set and dict-of-set order, and so data order"),
     ("env_vars.TWINRUN_SEED*", "numerics", "overrides twinrun's seeds"),
     ("env_vars.ATEN_CPU_CAPABILITY", "numerics", "forces PyTorch's kernels to another instruction set"),

@@ -16,6 +16,7 @@ Two halves:
 
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import signal
@@ -160,66 +161,50 @@ def run_script(script, args: Sequence[str] = (), *, trace_path=None, capture=Non
 
         _deterministic(threads=threads)
     if names:
-        from . import interventions as _iv
-
-        _iv.apply(names)
+        importlib.import_module("twinrun.interventions").apply(names)
 
     options = dict(every=every, max_steps=max_steps, against=ref, keep_going=keep_going)
     if phases is not None:
         options["capture"] = phases
     t0 = time.perf_counter()
     outcome = RunOutcome(EXIT_OK, trace_path, "complete", 0, 0.0)
+    header = {"twinrun_command": list(sys.argv), "script": str(path), "script_args": list(args)}
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [str(script), *args]
-    if sys.path:
-        sys.path[0] = str(path.parent)
-    else:
-        sys.path.append(str(path.parent))
     try:
-        with _trace.record(trace_path, **options) as recorder:
+        with _trace.record(trace_path, header=header, **options) as recorder:
+            sys.argv = [str(script), *args]
+            if sys.path:
+                sys.path[0] = str(path.parent)
+            else:
+                sys.path.append(str(path.parent))
             try:
                 runpy.run_path(str(path), run_name="__main__")
             except _trace.StopRun as stop:
                 outcome.stop_reason = stop.reason
-                outcome.status = "diverged" if stop.reason == "diverged" else "stopped"
-                if stop.reason == "diverged":
-                    outcome.exit_code = EXIT_DIVERGED
             except SystemExit as e:
-                code = e.code
-                if code not in (None, 0):
-                    outcome.exit_code, outcome.status = EXIT_SCRIPT_FAILED, "failed"
-                    outcome.error = f"SystemExit: {code}"
-                    if not isinstance(code, int):
-                        print(code, file=sys.stderr)
-            except KeyboardInterrupt:
-                outcome.status, outcome.exit_code, outcome.error = "failed", 130, "KeyboardInterrupt"
-                _set_status(recorder, "failed")
-                raise
+                if e.code not in (None, 0):
+                    outcome.exit_code, outcome.error = EXIT_SCRIPT_FAILED, f"SystemExit: {e.code}"
+                    if not isinstance(e.code, int):
+                        print(e.code, file=sys.stderr)
             except Exception as e:  # the user's script failed: its traceback, not ours
                 _print_user_traceback(e, path)
-                outcome.exit_code, outcome.status = EXIT_SCRIPT_FAILED, "failed"
-                outcome.error = f"{type(e).__name__}: {e}"
-            _set_status(recorder, outcome.status)
-            outcome.steps = _steps_done(recorder)
+                outcome.exit_code, outcome.error = EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}"
+            outcome.steps = recorder.step
+            if outcome.exit_code == EXIT_SCRIPT_FAILED:
+                recorder.close("failed")
+            else:
+                recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
+            outcome.status = recorder.writer.status
+            if getattr(recorder, "divergence", None) is not None:
+                outcome.extra["divergence"] = recorder.divergence
+                if outcome.exit_code == EXIT_OK:
+                    outcome.exit_code = EXIT_DIVERGED
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
     outcome.seconds = time.perf_counter() - t0
     return outcome
-
-
-def _set_status(recorder, status: str) -> None:
-    """Tell record() which status to close the trace with (it closes it on leaving the block)."""
-    setter = getattr(recorder, "set_status", None)
-    if setter is not None:
-        setter(status)
-    else:
-        recorder.status = status
-
-
-def _steps_done(recorder) -> int:
-    return int(getattr(recorder, "steps_done", getattr(recorder, "step", 0)))
 
 
 def _check_interventions(names) -> list[str]:
@@ -229,12 +214,12 @@ def _check_interventions(names) -> list[str]:
         names = names.split(",")
     names = [n.strip() for n in names if n.strip()]
     try:
-        from . import interventions as _iv
+        _iv = importlib.import_module("twinrun.interventions")
     except ModuleNotFoundError as e:
         if e.name != "twinrun.interventions":
             raise
-        raise UsageError("--intervene needs twinrun.interventions, which this twinrun does not have; "
-                         "upgrade twinrun or drop --intervene") from None
+        raise UsageError(f"cannot apply intervention {names[0]!r}: this twinrun has no "
+                         "twinrun.interventions module; upgrade twinrun or drop --intervene") from None
     known = list(getattr(_iv, "NAMES", ()))
     bad = [n for n in names if n not in known]
     if bad:

@@ -42,6 +42,7 @@ __all__ = [
     "HashSeedWarning",
     "Seeds",
     "current",
+    "env_name",
     "hash_seed_in_effect",
     "name_key",
     "seed_everything",
@@ -103,7 +104,7 @@ def _parse_env_seed(var: str, text: str) -> int:
 def _env_overrides() -> dict[str, int]:
     out = {}
     for var, text in os.environ.items():
-        if var.startswith(ENV_PREFIX) and var not in (_ENV_DRAWN,):
+        if var.startswith(ENV_PREFIX):
             if var == ENV_PREFIX:
                 raise UsageError(f"{ENV_PREFIX}= names no stream; use e.g. {ENV_PREFIX}DATA=1 or unset it")
             out[var] = _parse_env_seed(var, text)
@@ -285,8 +286,11 @@ def _relaunch_blocker() -> str | None:
         return "python runs with -E or -I, which ignores PYTHONHASHSEED"
     if hasattr(sys, "ps1") or sys.flags.interactive or "ipykernel" in sys.modules:
         return "this is an interactive session"
-    if len(argv) == 1 or argv[-1] == "-":
+    if not sys.argv or sys.argv[0] in ("", "-"):
         return "the program came from standard input"
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and mp.parent_process() is not None:
+        return "this is a multiprocessing child, whose command line is not the program's"
     return None
 
 

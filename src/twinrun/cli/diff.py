@@ -71,10 +71,12 @@ def render(c, out=None) -> None:
             t.add_row(str(row["step"]), f"{row['differing']} of {row['events']}", rel)
         out.print(t)
     env = c.env_diff or {}
-    diffs = env.get("differences") or []
+    # differences ranked "none" (timestamps, hostnames) stay in --json only
+    diffs = [d for d in env.get("differences") or [] if d.get("rank") != "none"]
     if diffs:
         t = Table(title="environment differences", title_justify="left")
-        for col in ("key", "A", "B", "rank"):
+        t.add_column("key", overflow="fold")
+        for col in ("A", "B", "rank"):
             t.add_column(col)
         for item in diffs[:8]:
             t.add_row(Text(str(item.get("key"))), Text(_short(item.get("a"))), Text(_short(item.get("b"))),

@@ -91,8 +91,8 @@ def _show(fp: dict) -> None:
         owner, api, _ = key.split(":", 2)
         extra = ", ".join(filter(None, [lib.get("threading_layer"), lib.get("architecture")]))
         t.add_row("threads" if key == next(iter(fp["threadpools"])) else "",
-                  f"{owner}: {lib['internal_api']} {lib.get('version') or ''} ({api}) "
-                  f"{lib['num_threads']} threads{'  ' + extra if extra else ''}")
+                  f"{owner}: {lib['internal_api']}{' ' + lib['version'] if lib.get('version') else ''} "
+                  f"({api}), {lib['num_threads']} threads{', ' + extra if extra else ''}")
     for name, info in fp["frameworks"].items():
         if name == "numpy":
             continue

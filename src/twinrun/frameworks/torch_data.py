@@ -1,7 +1,8 @@
 """PyTorch data-loader seeding: a seeded ``generator`` and a ``worker_init_fn`` from twinrun's streams.
 
-Each worker seeds Python ``random``, NumPy's global RNG and torch from the SeedSequence
-``(stream, "worker", rank, worker_id, base_seed)`` of the active Seeds, where ``base_seed`` is the
+Each worker seeds Python ``random``, NumPy's global RNG and torch from the SeedSequences
+``(stream, "worker", rank, worker_id, base_seed, "python" | "numpy" | "torch")`` of the active Seeds
+(``worker_rng()``: ``..., "worker_rng"``), where ``base_seed`` is the
 number torch draws from the loader's (seeded) generator at the start of every epoch: so workers
 differ from each other, epochs differ from each other (also with non-persistent workers, which
 restart every epoch), ranks differ from each other, and a fresh process repeats all of it.
@@ -55,10 +56,9 @@ class WorkerInit:
     def __init__(self, seeds, stream: str, rank: int):
         self.seeds, self.stream, self.rank = seeds, stream, rank
 
-    def sequences(self, worker_id: int, base_seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
-        """The worker's (globals, worker_rng) sequences."""
-        path = (self.stream, "worker", self.rank, worker_id, base_seed & _M64)
-        return self.seeds.sequence(*path, "globals"), self.seeds.sequence(*path, "rng")
+    def sequence(self, worker_id: int, base_seed: int, rng: str) -> np.random.SeedSequence:
+        """The worker's sequence for ``rng`` ("python", "numpy", "torch" or "worker_rng")."""
+        return self.seeds.sequence(self.stream, "worker", self.rank, worker_id, base_seed & _M64, rng)
 
     def __call__(self, worker_id: int) -> None:
         global _worker_state
@@ -66,12 +66,13 @@ class WorkerInit:
         if info is None:
             raise UsageError("twinrun's worker_init_fn runs only in DataLoader workers; pass it to DataLoader")
         base_seed = info.seed - info.id   # torch gives worker i the seed base_seed + i
-        globals_seq, rng_seq = self.sequences(worker_id, base_seed)
-        words = globals_seq.generate_state(4, np.uint32)
-        random.seed(int.from_bytes(words.tobytes(), "little"))
-        np.random.seed(words)
-        torch.manual_seed(int(globals_seq.generate_state(1, np.uint64)[0]))
-        _worker_state = (os.getpid(), np.random.Generator(np.random.PCG64(rng_seq)))
+        # One sequence per RNG: seeding Python's and NumPy's Mersenne Twisters from the same words
+        # would make random.random() and np.random.rand() draw the same numbers.
+        random.seed(int.from_bytes(self.sequence(worker_id, base_seed, "python").generate_state(4).tobytes(), "little"))
+        np.random.seed(self.sequence(worker_id, base_seed, "numpy").generate_state(4))
+        torch.manual_seed(int(self.sequence(worker_id, base_seed, "torch").generate_state(1, np.uint64)[0]))
+        rng = np.random.Generator(np.random.PCG64(self.sequence(worker_id, base_seed, "worker_rng")))
+        _worker_state = (os.getpid(), rng)
         from .. import seeding
 
         if seeding._current is None:   # spawned workers start without it

@@ -121,7 +121,6 @@ class TorchTracer:
         self._labels: set[str] = set()
         self._first_model: _Root | None = None
         self._param_names: dict[int, str] = {}
-        self._calls: dict[str, int] = {}
         self._in_backward = 0
         self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
         self._grad_seq = 0
@@ -163,12 +162,8 @@ class TorchTracer:
         return _wants(self.recorder, phase)
 
     def _event(self, phase: str, name: str, value: Any, per_sample: bool = False) -> None:
+        # The recorder adds the call index of a name repeated within a step (relu, relu#1, ...).
         self.recorder.event(phase, name, value, per_sample=per_sample)
-
-    def _indexed(self, name: str) -> str:
-        n = self._calls.get(name, 0)
-        self._calls[name] = n + 1
-        return name if n == 0 else f"{name}#{n}"
 
     def _names_changed(self) -> None:
         pass  # roots are checked against the watch list at every root call
@@ -250,8 +245,7 @@ class TorchTracer:
     def _record_inputs(self, root: _Root, name: str, value) -> None:
         for suffix, t in _tensors(value):
             full = f"{root.prefix}{name}{suffix}"
-            self._event("input", self._indexed("input:" + full)[len("input:"):], t,
-                        per_sample=t.dim() > 0)
+            self._event("input", full, t, per_sample=t.dim() > 0)
 
     def _post_forward(self, module, args, output):
         if not self._here() or not self._stack:
@@ -264,7 +258,7 @@ class TorchTracer:
             return None
         _, root, recording = stack.pop()
         if recording and output is not None and self._wants("forward"):
-            name = self._indexed(root.name_of(module))
+            name = root.name_of(module)
             for suffix, t in _tensors(output):
                 self._event("forward", name + suffix, t)
         return None
@@ -275,7 +269,7 @@ class TorchTracer:
             t = tensors if isinstance(tensors, torch.Tensor) else next(
                 (x for x in tensors if isinstance(x, torch.Tensor)), None)
             if t is not None:
-                self._event("loss", self._indexed("loss"), t)
+                self._event("loss", "loss", t)
         self._in_backward += 1
         try:
             return self._orig_backward(tensors, *args, **kwargs)
@@ -332,7 +326,6 @@ class TorchTracer:
         if self._wants("param"):
             for name, p in self._params_of(optimizer):
                 self._event("param", name, p)
-        self._calls.clear()
         self._grad_order.clear()
         self.recorder.end_step()  # may raise StopRun (a BaseException): it ends the user's script
         return None

@@ -1,0 +1,200 @@
+"""Tracing overhead of ``twinrun run`` on a small ResNet-style CNN (3x32x32 images, batch 64, CPU).
+
+Measured side by side in one process, rounds interleaved so that machine load hits every mode alike:
+
+- untraced vs traced with every phase (goal: ratio <= 1.3) and with ``capture=("param",)``
+  (goal: <= 1.05): median time per training step;
+- the trace's size per step;
+- ``check --against`` on a run that parts at step k: it stops in about the time of k steps
+  (compared with a full run and with a run of k+1 steps, each in a fresh process).
+
+    python benchmarks/bench_tracing.py            # all of it (about a minute on 2 cores)
+    python benchmarks/bench_tracing.py --quick    # fewer rounds
+
+The same file is the training script the --against part runs (``--as-script``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parents[1] / "src"))
+
+
+def build_model():
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU()
+            self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                          if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            h = self.relu(self.bn1(self.conv1(x)))
+            return self.relu(self.bn2(self.conv2(h)) + self.short(x))
+
+    class ResNetSmall(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            self.layer1 = nn.Sequential(Block(32, 32, 1), Block(32, 32, 1))
+            self.layer2 = nn.Sequential(Block(32, 64, 2), Block(64, 64, 1))
+            self.layer3 = nn.Sequential(Block(64, 128, 2), Block(128, 128, 1))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x):
+            h = self.layer3(self.layer2(self.layer1(self.stem(x))))
+            return self.fc(self.pool(h).flatten(1))
+
+    return ResNetSmall()
+
+
+def data(n_batches: int, batch: int = 64):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(n_batches, batch, 3, 32, 32, generator=g)
+    ys = torch.randint(0, 10, (n_batches, batch), generator=g)
+    return xs, ys
+
+
+def train_steps(model, opt, xs, ys, steps: int, flip_at: int | None = None) -> list[float]:
+    import torch.nn.functional as F
+
+    times = []
+    for s in range(steps):
+        t0 = time.perf_counter()
+        x, y = xs[s % len(xs)], ys[s % len(ys)]
+        if s == flip_at:
+            x, y = x.flip(0), y.flip(0)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def as_script(argv) -> None:
+    """The training script for the --against measurement (a user's script: no twinrun in it)."""
+    import torch
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--flip-at", type=int, default=None)
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    model = build_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    xs, ys = data(4)
+    train_steps(model, opt, xs, ys, a.steps, flip_at=a.flip_at if os.environ.get("BENCH_FLIP") else None)
+
+
+def overhead(steps: int, folder: Path) -> dict:
+    """Median step time of three identical models trained step by step in turn: untraced, traced
+    with every phase, traced with ``param`` only. Interleaving by step keeps a loaded machine fair."""
+    import torch
+    import torch.nn.functional as F
+
+    from twinrun.frameworks.torch_trace import install
+    from twinrun.trace import Recorder, TraceWriter, build_header
+
+    xs, ys = data(4)
+    modes = {"untraced": None, "all phases": None, "param only": ("param",)}
+    runs = {}
+    for mode in modes:
+        torch.manual_seed(0)
+        model = build_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        rec, path = None, None
+        if mode != "untraced":
+            path = folder / f"{mode.replace(' ', '-')}.trace"
+            writer = TraceWriter(path, build_header())
+            rec = Recorder(writer, capture=modes[mode]) if modes[mode] else Recorder(writer)
+        runs[mode] = (model, opt, rec, path)
+    per_step: dict[str, list[float]] = {m: [] for m in modes}
+    for s in range(steps + 1):
+        order = list(modes)[s % 3:] + list(modes)[:s % 3]
+        for mode in order:
+            model, opt, rec, _ = runs[mode]
+            uninstall = install(rec) if rec is not None else None
+            x, y = xs[s % len(xs)], ys[s % len(ys)]
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            dt = time.perf_counter() - t0
+            if uninstall is not None:
+                uninstall()
+            if s > 0:  # step 0: warm-up, and the traced runs record init
+                per_step[mode].append(dt)
+    sizes = {}
+    for mode, (_, _, rec, path) in runs.items():
+        if rec is not None:
+            rec.close()
+            sizes[mode] = path.stat().st_size / (steps + 1)
+    med = {m: statistics.median(v) for m, v in per_step.items()}
+    return {"median_step_s": med, "bytes_per_step": sizes,
+            "ratio_all": med["all phases"] / med["untraced"],
+            "ratio_param": med["param only"] / med["untraced"]}
+
+
+def against(steps: int, k: int, folder: Path) -> dict:
+    from twinrun import runner
+
+    script = str(HERE)
+    args = ["--as-script", "--steps", str(steps), "--flip-at", str(k)]
+    ref = runner.launch(script, args, trace_path=folder / "ref.trace")
+    assert ref.returncode == 0, ref.stderr
+    full = runner.launch(script, args, trace_path=folder / "full.trace")
+    short = runner.launch(script, args, trace_path=folder / "short.trace", max_steps=k + 1)
+    live = runner.launch(script, args, trace_path=folder / "live.trace", against=ref.trace_path,
+                         env={"BENCH_FLIP": "1"})
+    assert live.status == "diverged", (live.status, live.stderr)
+    return {"steps": steps, "k": k, "full_s": full.seconds, "k_plus_1_steps_s": short.seconds,
+            "against_s": live.seconds}
+
+
+def main() -> None:
+    if "--as-script" in sys.argv:
+        sys.argv.remove("--as-script")
+        return as_script(sys.argv[1:])
+    p = argparse.ArgumentParser(description="twinrun tracing overhead")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-against", action="store_true", help="skip the fresh-process --against part")
+    a = p.parse_args()
+    import torch
+
+    steps = 8 if a.quick else 30
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.backends.cpu.get_cpu_capability()}; ResNet-style CNN, 3x32x32, batch 64")
+    with tempfile.TemporaryDirectory() as d:
+        o = overhead(steps, Path(d))
+        for m, s in o["median_step_s"].items():
+            size = o["bytes_per_step"].get(m)
+            print(f"  {m:>11}: {s * 1e3:7.1f} ms/step" + (f", trace {size / 1e6:.2f} MB/step" if size else ""))
+        print(f"traced/untraced, all phases: {o['ratio_all']:.2f}  (goal <= 1.3)")
+        print(f"traced/untraced, --capture param: {o['ratio_param']:.3f}  (goal <= 1.05)")
+        if a.no_against:
+            return
+        ag = against(20 if not a.quick else 12, 3, Path(d))
+        print(f"check --against, parts at step {ag['k']} of {ag['steps']}: stopped after {ag['against_s']:.1f} s; "
+              f"{ag['k'] + 1} steps take {ag['k_plus_1_steps_s']:.1f} s, the full run {ag['full_s']:.1f} s "
+              "(fresh processes, start-up included)")
+
+
+if __name__ == "__main__":
+    main()
