@@ -29,10 +29,9 @@ def backend_started() -> bool:
 
 
 def _with_flag(flags: str | None, flag: str) -> str:
-    parts = (flags or "").split()
-    key = flag.split("=")[0]
-    parts = [p for p in parts if p.split("=")[0] != key]
-    return " ".join(parts + [flag])
+    from .portability import xla_flags_with
+
+    return xla_flags_with(flag, flags)
 
 
 class JaxAdapter(Adapter):
@@ -70,6 +69,7 @@ class JaxAdapter(Adapter):
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "enable_x64": bool(jax.config.jax_enable_x64),
             "backend_started": backend_started(),
+            "xla_flags": os.environ.get("XLA_FLAGS"),
         }
         if info["backend_started"]:
             info["devices"] = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
