@@ -7,5 +7,6 @@
 from __future__ import annotations
 
 from .frameworks.torch_data import loader_kwargs, worker_rng
+from .frameworks.torch_trace import unwatch, watch
 
-__all__ = ["loader_kwargs", "worker_rng"]
+__all__ = ["loader_kwargs", "unwatch", "watch", "worker_rng"]
