@@ -3,6 +3,7 @@
 1. Seeded twice: the traces are bitwise identical, every step and layer.
 2. Seeded, 1 thread vs 2 threads: the runs part, and twinrun names the first step, phase and layer.
 3. Unseeded twice: the runs part at ``init``.
+4. Why? ``twinrun doctor`` on the unseeded script names the cause by intervention and the fix.
 
 Returns plain data (``DemoResult.to_dict()``); the CLI renders it.
 """
@@ -43,10 +44,12 @@ class DemoResult:
     determinism: dict
     environment: dict
     scenarios: list[Scenario] = field(default_factory=list)
+    diagnosis: dict | None = None
 
     @property
     def ok(self) -> bool:
-        return all(s.as_expected for s in self.scenarios)
+        return all(s.as_expected for s in self.scenarios) and (
+            self.diagnosis is None or self.diagnosis.get("cause") == "unseeded-init")
 
     def to_dict(self) -> dict:
         return {
@@ -55,6 +58,7 @@ class DemoResult:
             "determinism": self.determinism,
             "environment": self.environment,
             "scenarios": [s.to_dict() for s in self.scenarios],
+            "diagnosis": self.diagnosis,
         }
 
 
@@ -124,6 +128,11 @@ def run_demo(*, steps: int = 20, workdir: str | Path | None = None,
                     runs=[{"tag": r["tag"], "threads": r.get("threads"), "seconds": round(d.seconds, 2)}
                           for r, d in zip(runs, done)],
                 ))
+        progress("demo: twinrun doctor on the unseeded script ...")
+        from .doctor import diagnose
+
+        result.diagnosis = diagnose(SCRIPT, [*args, "--unseeded"], max_steps=min(steps, 5),
+                                    portability=False, keep=root / "doctor").to_dict()
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -14,14 +14,16 @@ import argparse
 
 
 def build_model():
+    from collections import OrderedDict
+
     import torch.nn as nn
 
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 10),
-    )
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 16, 3, padding=1)), ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("relu2", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+        ("classifier", nn.Linear(32 * 8 * 8, 10)),
+    ]))
 
 
 def load_data():
