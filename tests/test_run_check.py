@@ -86,7 +86,7 @@ def test_one_vs_two_threads_part_at_the_wide_layer_gradient(tmp_path, isa):
 # --- run: stop, kill, fail ------------------------------------------------------------------------
 def test_max_steps_ends_the_script_cleanly(tmp_path):
     out = tmp_path / "m.trace"
-    r = twinrun("run", "--json", "-o", out, "--max-steps", 2, CNN, "--seed", 0, "--steps", 50)
+    r = twinrun("run", "--json", "-o", out, "--max-steps", 2, CNN, "--", "--seed", 0, "--steps", 50)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)  # --json: stdout is the document; the script's prints go to stderr
     assert doc["status"] == "stopped" and doc["steps"] == 2 and doc["stop_reason"] == "max-steps"
@@ -106,9 +106,19 @@ def test_run_runs_the_script_like_python_does(tmp_path):
     assert Trace.open(tmp_path / "x.trace").status == "complete"
 
 
+def test_options_after_the_script_are_twinruns_and_script_options_go_after_dashdash(tmp_path):
+    out = tmp_path / "o.trace"
+    r = twinrun("run", "--json", "-o", out, CNN, "--max-steps", 1, "--", "--seed", 0, "--steps", 5)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 1
+    r = twinrun("run", "-o", out, CNN, "--steps", 5)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "--steps" in r.stderr and "after --" in r.stderr
+
+
 def test_sigkill_mid_run_leaves_a_readable_trace(tmp_path):
     out = tmp_path / "k.trace"
-    proc = subprocess.Popen([*TWINRUN, "run", "-o", str(out), str(CNN), "--seed", "0", "--steps", "200",
+    proc = subprocess.Popen([*TWINRUN, "run", "-o", str(out), str(CNN), "--", "--seed", "0", "--steps", "200",
                              "--sleep", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -135,7 +145,7 @@ def test_sigkill_mid_run_leaves_a_readable_trace(tmp_path):
 
 def test_script_that_raises_exit_3_with_its_traceback_and_the_trace_kept(tmp_path):
     out = tmp_path / "f.trace"
-    r = twinrun("run", "-o", out, CNN, "--seed", 0, "--raise-at", 2)
+    r = twinrun("run", "-o", out, CNN, "--", "--seed", 0, "--raise-at", 2)
     assert r.returncode == 3
     assert "RuntimeError: boom at step 2" in r.stderr and str(CNN) in r.stderr
     assert "runpy" not in r.stderr and "twinrun/runner.py" not in r.stderr  # the script's frames only
@@ -152,7 +162,7 @@ def test_script_that_raises_exit_3_with_its_traceback_and_the_trace_kept(tmp_pat
 # --- check --against ------------------------------------------------------------------------------
 def test_check_against_a_reference_stops_at_the_first_divergence(tmp_path):
     ref = tmp_path / "ref.trace"
-    r = twinrun("run", "-o", ref, CNN, "--seed", 0, "--steps", 8)
+    r = twinrun("run", "-o", ref, CNN, "--", "--seed", 0, "--steps", 8)
     assert r.returncode == 0 and Trace.open(ref).steps() == list(range(8))
     # The live run sees the same samples in another order at step 3.
     r = twinrun("check", "--json", "--against", ref, "--keep-traces", tmp_path / "kept", CNN, "--",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._output import console, emit_json, progress
+from ._script import add_script_argument
 
 __all__ = ["register"]
 
@@ -20,7 +21,6 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub, common) -> None:
-    import argparse
 
     p = sub.add_parser("doctor", parents=[common], help="find why a script does not repeat, by experiment",
                        description="Run SCRIPT twice as you would; when the runs part, change one thing at a "
@@ -38,16 +38,14 @@ def register(sub, common) -> None:
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run that takes longer than this (exit 3)")
     p.add_argument("--keep-traces", metavar="DIR", default=None, help="keep every run's trace in DIR")
-    p.add_argument("script", metavar="SCRIPT", help="the Python training script")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after an optional --)")
+    add_script_argument(p, help="the Python training script")
     p.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args) -> int:
     from ..doctor import diagnose
 
-    rest = args.args[1:] if args.args and args.args[0] == "--" else args.args
-    d = diagnose(args.script, rest, max_steps=args.max_steps, against=args.against,
+    d = diagnose(args.script, args.script_args, max_steps=args.max_steps, against=args.against,
                  portability=not args.no_portability, parallel=args.parallel, timeout=args.timeout,
                  keep=args.keep_traces, progress=lambda m: progress(args, m))
     if args.json:

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 from ._output import console, emit_json, progress
+from ._script import add_script_argument
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_SCRIPT_FAILED = 0, 1, 3
-
-
-def _split_script_args(parser: argparse.ArgumentParser) -> None:
-    """Everything after ``--`` goes to the user's script untouched (argparse alone cannot mix
-    options after a positional with a free tail on Python 3.11)."""
-    original = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        args = list(args or [])
-        tail = []
-        if "--" in args:
-            cut = args.index("--")
-            args, tail = args[:cut], args[cut + 1:]
-        ns, extras = original(args, namespace)
-        ns.script_args = tail
-        return ns, extras
-
-    parser.parse_known_args = parse_known_args
 
 
 def register(sub, common) -> None:
@@ -33,7 +15,6 @@ def register(sub, common) -> None:
                        description="Run SCRIPT once per seed in fresh processes, changing only twinrun's seed "
                                    "variables, and record what it reports with twinrun.log_metric. "
                                    "Arguments after -- go to the script.")
-    p.add_argument("script", help="the Python script to run")
     p.add_argument("--seeds", type=int, default=10, help="runs per arm (default 10)")
     p.add_argument("--vary", default="all", metavar="all|init|data|STREAM",
                    help="what changes between runs: the root seed (all), or one named stream (default all)")
@@ -46,8 +27,8 @@ def register(sub, common) -> None:
     p.add_argument("--dask-timeout", type=float, default=10.0, help="seconds to reach a Dask scheduler")
     p.add_argument("--timeout", type=float, default=None, help="seconds before one run is killed")
     p.add_argument("--retry-failed", action="store_true", help="on resume, rerun the runs that failed")
-    p.set_defaults(func=_sweep, script_args=[])
-    _split_script_args(p)
+    p.set_defaults(func=_sweep)
+    add_script_argument(p)
 
     c = sub.add_parser("compare", parents=[common], help="is A better than B beyond seed noise?",
                        description="Compare two sweep results files (A minus B), or summarise one.")

@@ -9,15 +9,11 @@ import tempfile
 from pathlib import Path
 
 from ._output import console, emit_json, progress, to_jsonable
+from ._script import add_script_argument
 
 __all__ = ["register"]
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
-
-
-def _script_args(rest: list[str]) -> list[str]:
-    # argparse.REMAINDER keeps a leading "--" that separates twinrun's options from the script's.
-    return rest[1:] if rest and rest[0] == "--" else rest
 
 
 def _recording_options(p) -> None:
@@ -55,7 +51,6 @@ def _seed(text: str) -> int:
 
 
 def register(sub, common) -> None:
-    import argparse
 
     p = sub.add_parser("run", parents=[common], help="run a script unchanged and record its trace",
                        description="Run SCRIPT as 'python SCRIPT ARGS' would, recording every training "
@@ -63,8 +58,7 @@ def register(sub, common) -> None:
     p.add_argument("-o", "--output", metavar="FILE", default=None,
                    help="trace file to write (default twinrun-<timestamp>.trace)")
     _recording_options(p)
-    p.add_argument("script", metavar="SCRIPT", help="the Python script to run")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after an optional --)")
+    add_script_argument(p)
     p.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", parents=[common], help="run a script in fresh processes: does it repeat?",
@@ -75,8 +69,7 @@ def register(sub, common) -> None:
     c.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run that takes longer than this")
     _recording_options(c)
-    c.add_argument("script", metavar="SCRIPT", help="the Python script to run")
-    c.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (after an optional --)")
+    add_script_argument(c)
     c.set_defaults(func=cmd_check)
 
 
@@ -84,7 +77,7 @@ def register(sub, common) -> None:
 def cmd_run(args) -> int:
     from ..runner import run_script
 
-    script_args = _script_args(args.args)
+    script_args = args.script_args
     saved = None
     if args.json:
         # stdout carries only the JSON document: the script's prints go to stderr.
@@ -119,7 +112,7 @@ def cmd_check(args) -> int:
     from ..runner import _open_reference, _positive, check_script, launch, parse_capture
 
     script = check_script(args.script)
-    script_args = _script_args(args.args)
+    script_args = args.script_args
     runs = _positive("--runs", args.runs, allow_none=False)
     if runs < 2 and not args.against:
         raise UsageError(f"--runs must be at least 2 to compare runs, not {args.runs!r} "
