@@ -346,7 +346,7 @@ def _attribute(runner: _Runner, path: Path, baseline: Experiment) -> Diagnosis:
                                    note=f"the inputs of step {fd['step']} hold the same samples in another order "
                                         "(equal per-sample digests, another sequence)"))
     if phase == "init":
-        order = [_SEED, _HASH, _CLOCK]
+        order = [_SEED, _CLOCK, _HASH]
     elif phase == "input":
         order = [_DATA] if proven_order else [_DATA, _HASH, _SEED]
     else:

@@ -853,11 +853,19 @@ class Recorder:
 
 
 def loaded_frameworks() -> list[str]:
-    """The frameworks the program has imported, by twinrun's names (plus ``keras``); a trace stores
-    them at close (``Trace.meta("frameworks")``), so doctor knows which kernels a run used."""
+    """The frameworks the program has used, by twinrun's names (plus ``keras``); a trace stores them
+    at close (``Trace.meta("frameworks")``), so doctor knows which kernels a run used."""
     from . import frameworks
 
     names = [n for n in frameworks.NAMES if frameworks.is_loaded(n)]
+    if "jax" in names:   # Keras 3 imports JAX whatever its backend: count JAX only once it computed
+        try:
+            from .frameworks.jax import backend_started
+
+            if not backend_started():
+                names.remove("jax")
+        except Exception:  # noqa: BLE001 - keep it listed when unsure
+            pass
     return names + (["keras"] if "keras" in sys.modules else [])
 
 
