@@ -153,3 +153,29 @@ def test_isa_plans_for_tensorflow_and_jax_stay_below_the_cpu_and_respect_user_se
     assert plans == [] and "not x86" in why[0]
     # A PyTorch-only script gets none of these (its rows come from isa_emulations).
     assert framework_isa_plans(["numpy", "torch"], flags=avx2, environ={}) == ([], [])
+
+
+def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(tmp_path):
+    import textwrap
+
+    from twinrun.interventions import parse_lines
+
+    script = tmp_path / "clock.py"
+    script.write_text(textwrap.dedent("""
+        import os, time, logging
+        a = time.time_ns()
+        b = time.time()
+        record = logging.LogRecord("x", 20, "f", 1, "m", None, None)   # the standard library's own clock
+        print(a, b, record.created - b > 1e6, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """))
+    runs = [subprocess.run([sys.executable, "-c",
+                            "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
+                            "runpy.run_path(sys.argv[2], run_name='__main__')", "fixed-clock,one-cpu", str(script)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60) for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout          # the program's clock repeats
+    a, b, real, cpus = runs[0].stdout.split()
+    assert int(a) < float(b) * 1e9 and real == "True"   # rising; a library's clock is the real one
+    assert cpus == "1"
+    assert [(x["name"], x["what"]) for x in parse_lines(runs[0].stderr)] == [
+        ("fixed-clock", "time.time_ns()"), ("fixed-clock", "time.time()")]

@@ -441,11 +441,11 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
         content = [a for a in fixed.acted if a["name"] not in ORDER_NAMES]
         loaders = [a for a in fixed.acted if a["name"] in ORDER_NAMES]
         if content and (name == "data-content" or not loaders):
-            fix = _content_fix(content, script)
+            fix = _content_fix(content, script, api)
             return make("data-pipeline", "content", fix, True,
                         f"The runs part {where}: the data itself differs (augmentation or other unseeded randomness); "
                         "seeding it from twinrun's data stream makes the runs identical.")
-        fix = _loader_fix(loaders, script) if loaders else _content_fix(content, script)
+        fix = _loader_fix(loaders, script) if loaders else _content_fix(content, script, api)
         return make("data-pipeline", "order" if loaders else "content", fix, True,
                     f"The runs part {where}: the loader draws another sample order on every run; giving it a seeded "
                     "generator makes the runs identical." if loaders else
@@ -552,7 +552,7 @@ def _loader_fix(sites: list[dict], script: str) -> str:
             "after `twinrun.seed_everything(0)`.")
 
 
-def _content_fix(sites: list[dict], script: str) -> str:
+def _content_fix(sites: list[dict], script: str, api: str = "torch") -> str:
     if not sites:
         return (f"Seed the data randomness of {script}: draw augmentations from a seeded generator, e.g. "
                 "`seeds.numpy(\"augment\")` with `seeds = twinrun.seed_everything(0)`.")
@@ -562,8 +562,8 @@ def _content_fix(sites: list[dict], script: str) -> str:
         return (f"Seed {where}: make the generator with `tf.random.Generator.from_seed(seeds.tf(\"augment\"))` "
                 "(with `seeds = twinrun.seed_everything(0)`) and draw per-element seeds from it for stateless ops.")
     return (f"Seed {where}: pass a seed from twinrun's streams, e.g. `seeds.numpy(\"augment\")` (NumPy) or "
-            "`random.Random(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`; inside DataLoader "
-            "workers use `twinrun.torch.worker_rng()`.")
+            "`random.Random(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`"
+            + ("; inside DataLoader workers use `twinrun.torch.worker_rng()`." if api == "torch" else "."))
 
 
 _UNORDERED = re.compile(r"\.(imap_unordered|as_completed)\s*\(|\bas_completed\s*\(")
