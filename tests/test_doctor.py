@@ -225,4 +225,5 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
 def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
-    assert NAMES == ("seed-loaders", "seed-numpy", "seed-random")
+    assert NAMES == ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
+                     "one-cpu")

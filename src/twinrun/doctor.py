@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ._errors import ScriptFailedError, StructuralMismatchError, UsageError
-from .interventions import NAMES as INTERVENTION_NAMES, parse_lines
+from .interventions import DATA_NAMES, ORDER_NAMES, parse_lines
 
-__all__ = ["CAUSES", "Diagnosis", "Experiment", "Plan", "diagnose", "isa_emulations"]
+__all__ = ["CAUSES", "Diagnosis", "Experiment", "Plan", "diagnose", "framework_isa_plans", "frameworks_of",
+           "isa_emulations"]
 
 CAUSES = ("reproducible", "unseeded-init", "data-pipeline", "hash-seed", "nondeterministic-kernel",
           "environment", "unknown")
@@ -297,10 +298,38 @@ def _one_machine(runner: _Runner, path: Path, checks) -> Diagnosis:
     return _attribute(runner, path, baseline)
 
 
+def frameworks_of(trace_path) -> list[str]:
+    """The frameworks a traced run imported (stored at close); a trace without that record is read as
+    a PyTorch run, as traces were before TensorFlow and JAX were covered."""
+    from .trace import Trace
+
+    try:
+        with Trace.open(trace_path) as t:
+            names = t.meta("frameworks")
+    except Exception:   # noqa: BLE001 - a missing record must not stop the diagnosis
+        names = None
+    return list(names) if isinstance(names, list) else ["numpy", "torch"]
+
+
+def _api(fws) -> str:
+    """Which framework the fix sentences speak of: jax, tensorflow (Keras) or torch."""
+    fws = set(fws)
+    if "torch" in fws:
+        return "torch"
+    if "tensorflow" in fws or "keras" in fws:
+        return "tensorflow"
+    if "jax" in fws:
+        return "jax"
+    return "numpy"
+
+
 # --- attribution ---------------------------------------------------------------------------------
 _SEED = Plan("seed", "every RNG seeded before the script starts (twinrun run --seed 0)", seed=0)
-_DATA = Plan("data", "unseeded data randomness seeded (" + ", ".join(INTERVENTION_NAMES) + ")",
-             interventions=INTERVENTION_NAMES)
+_DATA = Plan("data", "unseeded data randomness seeded (" + ", ".join(DATA_NAMES) + ")",
+             interventions=DATA_NAMES)
+_CLOCK = Plan("clock", "every RNG seeded and the program's clock fixed (--seed 0, fixed-clock)", seed=0,
+              interventions=("fixed-clock",))
+_CONTENT_NAMES = tuple(n for n in DATA_NAMES if n not in ORDER_NAMES)
 _HASH = Plan("hash-seed", "PYTHONHASHSEED fixed to 0", env={"PYTHONHASHSEED": "0"})
 _DET = Plan("deterministic", "deterministic kernels (twinrun run --deterministic)", deterministic=True)
 _THREADS1 = Plan("threads-1", "one thread (twinrun run --threads 1)", threads=1)
@@ -317,7 +346,7 @@ def _attribute(runner: _Runner, path: Path, baseline: Experiment) -> Diagnosis:
                                    note=f"the inputs of step {fd['step']} hold the same samples in another order "
                                         "(equal per-sample digests, another sequence)"))
     if phase == "init":
-        order = [_SEED, _HASH]
+        order = [_SEED, _CLOCK, _HASH]
     elif phase == "input":
         order = [_DATA] if proven_order else [_DATA, _HASH, _SEED]
     else:
@@ -332,7 +361,7 @@ def _attribute(runner: _Runner, path: Path, baseline: Experiment) -> Diagnosis:
     fixed = next((e for e in tried if e.identical), None)
     if fixed is None and not proven_order and len(order) > 1:
         both = Plan("all", "all of the above at once", seed=0, env=dict(_HASH.env), deterministic=True,
-                    interventions=INTERVENTION_NAMES)
+                    interventions=(*DATA_NAMES, "fixed-clock"))
         exp = runner.pairs([both])[0]
         evidence.append(exp)
         tried.append(exp)
@@ -340,10 +369,10 @@ def _attribute(runner: _Runner, path: Path, baseline: Experiment) -> Diagnosis:
             fixed = exp
 
     if fixed is not None and fixed.name == "data" and not proven_order:
-        kinds = {("order" if a["name"] == "seed-loaders" else "content") for a in fixed.acted}
+        kinds = {("order" if a["name"] in ORDER_NAMES else "content") for a in fixed.acted}
         if kinds == {"order", "content"}:   # which one was it? seed only the content randomness
-            only = Plan("data-content", "only NumPy / random seeded (seed-numpy, seed-random)",
-                        interventions=("seed-numpy", "seed-random"))
+            only = Plan("data-content", "only the content randomness seeded (" + ", ".join(_CONTENT_NAMES) + ")",
+                        interventions=_CONTENT_NAMES)
             exp = runner.pairs([only])[0]
             evidence.append(exp)
             if exp.identical:
@@ -355,6 +384,7 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
     fd = baseline.first_divergence
     where = _where_words(fd)
     script = path.name
+    api = _api(frameworks_of(baseline.traces[0])) if baseline.traces else "torch"
     tried = [e for e in evidence if e.name not in ("baseline", "trace")]
     tried_words = "; ".join(f"{e.changed}: {'identical' if e.identical else 'still part'}" for e in tried)
 
@@ -363,7 +393,7 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
                          confirmed, summary)
 
     if proven_order:
-        sites = [a for a in (fixed.acted if fixed else []) if a["name"] == "seed-loaders"]
+        sites = [a for a in (fixed.acted if fixed else []) if a["name"] in ORDER_NAMES]
         if fixed is not None and fixed.name == "data":
             fix = _loader_fix(sites, script)
             return make("data-pipeline", "order", fix, True,
@@ -387,11 +417,19 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
                     f"depends on {where}. Tried: {tried_words}.", False,
                     f"The runs part {where}, and nothing twinrun tried removed it ({tried_words}).")
     name = fixed.name
+    if name == "clock":
+        sites = [a for a in fixed.acted if a["name"] == "fixed-clock"]
+        calls = ", ".join(f"`{a['what']}` at {a['site']}" for a in sites) or "a clock read"
+        cause = "unseeded-init" if fd and fd.get("phase") == "init" else (
+            "data-pipeline" if fd and fd.get("phase") == "input" else "unseeded-init")
+        return make(cause, "clock" if cause == "unseeded-init" else "content",
+                    f"A seed is taken from the clock ({calls}): take it from a fixed seed instead, e.g. "
+                    f"{_FIXED_SEED[api]} with `seeds = twinrun.seed_everything(0)`.", True,
+                    f"The runs part {where}: a seed read from the clock differs on every run; every RNG seeded "
+                    "and the program's clock fixed make the runs identical (seeding alone did not).")
     if name == "seed":
         if fd and fd.get("phase") == "init":
-            return make("unseeded-init", None,
-                        f"Seed every RNG before the model is built: add `import twinrun; twinrun.seed_everything(0)` "
-                        f"at the top of {script} (or run it with `twinrun run --seed 0`).", True,
+            return make("unseeded-init", None, _SEED_FIX[api].format(script=script), True,
                         f"The runs part {where}: the parameters start from other random values; seeding every RNG "
                         "(twinrun run --seed 0) makes the runs identical.")
         return make("data-pipeline" if fd and fd.get("phase") == "input" else "unseeded-init",
@@ -400,14 +438,14 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
                     "a global RNG (Python `random`, NumPy or torch) drawn from after the start was never seeded.", True,
                     f"The runs part {where}; seeding every global RNG (twinrun run --seed 0) makes the runs identical.")
     if name in ("data", "data-content"):
-        content = [a for a in fixed.acted if a["name"] != "seed-loaders"]
-        loaders = [a for a in fixed.acted if a["name"] == "seed-loaders"]
+        content = [a for a in fixed.acted if a["name"] not in ORDER_NAMES]
+        loaders = [a for a in fixed.acted if a["name"] in ORDER_NAMES]
         if content and (name == "data-content" or not loaders):
-            fix = _content_fix(content, script)
+            fix = _content_fix(content, script, api)
             return make("data-pipeline", "content", fix, True,
                         f"The runs part {where}: the data itself differs (augmentation or other unseeded randomness); "
                         "seeding it from twinrun's data stream makes the runs identical.")
-        fix = _loader_fix(loaders, script) if loaders else _content_fix(content, script)
+        fix = _loader_fix(loaders, script) if loaders else _content_fix(content, script, api)
         return make("data-pipeline", "order" if loaders else "content", fix, True,
                     f"The runs part {where}: the loader draws another sample order on every run; giving it a seeded "
                     "generator makes the runs identical." if loaders else
@@ -423,11 +461,12 @@ def _verdict_from(path: Path, baseline: Experiment, evidence, fixed, proven_orde
         layer = (fd or {}).get("name", "?")
         ops = _op_class(fd)
         if name == "deterministic":
-            fix = (f"Use PyTorch's deterministic kernels: call `twinrun.deterministic()` (or "
-                   f"`torch.use_deterministic_algorithms(True)`) before training; the run-to-run difference comes from "
-                   f"{ops} in `{layer}`.")
+            own = {"tensorflow": "`tf.config.experimental.enable_op_determinism()`",
+                   "jax": "`--xla_gpu_deterministic_ops=true` in XLA_FLAGS"}.get(api, "`torch.use_deterministic_algorithms(True)`")
+            fix = (f"Use deterministic kernels: call `twinrun.deterministic()` (or {own}) before training; the "
+                   f"run-to-run difference comes from {ops} in `{layer}`.")
         else:
-            fix = (f"Run with one thread: `twinrun.deterministic(threads=1)` (or `torch.set_num_threads(1)`); "
+            fix = (f"Run with one thread: `twinrun.deterministic(threads=1)` (or {_PIN_THREADS[api].format(n=1, m=0)}); "
                    f"{ops} in `{layer}` sums in a run-to-run order when several threads share it.")
         return make("nondeterministic-kernel", f"layer `{layer}`, {_OP_SHORT.get((fd or {}).get('phase'), 'a kernel')}",
                     fix, True,
@@ -475,21 +514,56 @@ def _op_class(fd: dict | None) -> str:
     return "a kernel"
 
 
+_SEED_FIX = {
+    "torch": "Seed every RNG before the model is built: add `import twinrun; twinrun.seed_everything(0)` at the top of "
+             "{script} (or run it with `twinrun run --seed 0`).",
+    "numpy": "Seed every RNG before the model is built: add `import twinrun; twinrun.seed_everything(0)` at the top of "
+             "{script} (or run it with `twinrun run --seed 0`).",
+    "tensorflow": "Seed every RNG before the model is built: add `import twinrun; twinrun.seed_everything(0)` (or "
+                  "`keras.utils.set_random_seed(0)`) at the top of {script}, or run it with `twinrun run --seed 0`; "
+                  "`tf.random.set_seed` alone does not seed Keras 3 initialisers, which draw from Python's `random`.",
+    "jax": "Seed every RNG before the parameters are made: `seeds = twinrun.seed_everything(0)` at the top of {script} "
+           "and keys from its streams, e.g. `key = seeds.jax(\"init\")` (or run it with `twinrun run --seed 0`).",
+}
+_FIXED_SEED = {
+    "torch": "`torch.manual_seed(seeds.int(\"init\"))`",
+    "numpy": "`np.random.default_rng(seeds.int(\"init\"))`",
+    "tensorflow": "`keras.utils.set_random_seed(seeds.int(\"init\"))`",
+    "jax": "`key = seeds.jax(\"init\")`",
+}
+_PIN_THREADS = {
+    "torch": "`torch.set_num_threads({n})`",
+    "numpy": "`OMP_NUM_THREADS={n}`",
+    "tensorflow": "`tf.config.threading.set_intra_op_parallelism_threads({n})` before the first TensorFlow op, or "
+                  "`TF_NUM_INTRAOP_THREADS={n}`",
+    "jax": "the same number of CPUs for the process, e.g. `taskset -c 0-{m}`",
+}
+
+
 def _loader_fix(sites: list[dict], script: str) -> str:
+    tf_sites = [a for a in sites if a["name"] == "seed-tf-data"]
+    if tf_sites:
+        where = ", ".join(f"`tf.data.Dataset.shuffle(...)` at {a['site']}" for a in tf_sites)
+        return (f"Give {where} a seed: `ds.shuffle(buffer_size, seed=seeds.tf(\"data\"))` with "
+                "`seeds = twinrun.seed_everything(0)` (any fixed integer works; keep `reshuffle_each_iteration` as "
+                "you want it: the reshuffles then repeat too).")
     where = ", ".join(f"`{a['what'].split('(')[0]}(...)` at {a['site']}" for a in sites) or f"the DataLoader in {script}"
     return (f"Give {where} a seeded generator and worker_init_fn: `DataLoader(..., **twinrun.torch.loader_kwargs())` "
             "after `twinrun.seed_everything(0)`.")
 
 
-def _content_fix(sites: list[dict], script: str) -> str:
+def _content_fix(sites: list[dict], script: str, api: str = "torch") -> str:
     if not sites:
         return (f"Seed the data randomness of {script}: draw augmentations from a seeded generator, e.g. "
                 "`seeds.numpy(\"augment\")` with `seeds = twinrun.seed_everything(0)`.")
     where = ", ".join(f"`{a['what'].replace(' without a seed', '').replace(' without entropy', '')}` at {a['site']}"
                       for a in sites)
+    if any(a["name"] == "seed-tf-random" for a in sites):
+        return (f"Seed {where}: make the generator with `tf.random.Generator.from_seed(seeds.tf(\"augment\"))` "
+                "(with `seeds = twinrun.seed_everything(0)`) and draw per-element seeds from it for stateless ops.")
     return (f"Seed {where}: pass a seed from twinrun's streams, e.g. `seeds.numpy(\"augment\")` (NumPy) or "
-            "`random.Random(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`; inside DataLoader "
-            "workers use `twinrun.torch.worker_rng()`.")
+            "`random.Random(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`"
+            + ("; inside DataLoader workers use `twinrun.torch.worker_rng()`." if api == "torch" else "."))
 
 
 _UNORDERED = re.compile(r"\.(imap_unordered|as_completed)\s*\(|\bas_completed\s*\(")
@@ -514,7 +588,8 @@ def _unordered_calls(path: Path) -> list[dict]:
 # --- portability ---------------------------------------------------------------------------------
 def _reproducible(runner: _Runner, path: Path, baseline: Experiment, checks) -> Diagnosis:
     evidence = [baseline]
-    port = _portability(runner, baseline.traces[0], checks, evidence) if checks else None
+    fws = frameworks_of(baseline.traces[0])
+    port = _portability(runner, baseline.traces[0], checks, evidence, fws) if checks else None
     fix = "Nothing to fix: the runs repeat bitwise on this machine."
     summary = f"The runs are reproducible: {runner.max_steps} steps repeat bitwise."
     if port:
@@ -523,13 +598,19 @@ def _reproducible(runner: _Runner, path: Path, baseline: Experiment, checks) -> 
             part = tc["runs"][0]
             fix += (f" Another thread count gives other numbers ({part['setting']} parts "
                     f"{_where_words(part['first_divergence'])}): for the same numbers on a machine with another core "
-                    "count, pin it with `twinrun.deterministic(threads=N)` (or `torch.set_num_threads(N)`), the same N "
-                    "everywhere.")
+                    f"count, pin it with `twinrun.deterministic(threads=N)` (or "
+                    f"{_PIN_THREADS[_api(fws)].format(n='N', m='N-1')}), the same N everywhere.")
         if isa and isa.get("stable") is False:
             parting = [r["setting"] for r in isa["runs"] if r["identical"] is False]
-            fix += (f" Another CPU instruction set gives other numbers ({', '.join(parting)}): a machine with another "
-                    "CPU will not repeat these numbers bitwise unless it runs the same kernels — set the lowest level "
-                    "both CPUs share (e.g. `" + parting[0] + "`) on both.")
+            isa_parts = [p for p in parting if not p.startswith("TF_ENABLE_ONEDNN_OPTS")]
+            if isa_parts:
+                fix += (f" Another CPU instruction set gives other numbers ({', '.join(isa_parts)}): a machine with "
+                        "another CPU will not repeat these numbers bitwise unless it runs the same kernels — set the "
+                        "lowest level both CPUs share (e.g. `" + isa_parts[-1] + "`) on both.")
+            if len(isa_parts) < len(parting):
+                fix += (" TensorFlow without its oneDNN kernels (`TF_ENABLE_ONEDNN_OPTS=0`) gives other numbers: set "
+                        "`TF_ENABLE_ONEDNN_OPTS` to the same value on every machine (its default depends on the build "
+                        "and the CPU).")
         summary += " " + _portability_words(port)
     return Diagnosis(str(path), "reproducible", "reproducible", None, None, fix, evidence, port, True, summary)
 
@@ -646,28 +727,130 @@ def _onednn_cpu_level(flags: set[str]) -> int:
     return 0
 
 
-def _portability(runner: _Runner, reference: str, checks, evidence: list[Experiment]) -> dict:
-    probe = _probe()
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _thread_plan(fws: set[str], probe: dict) -> tuple[Plan | None, dict]:
+    """One rerun with another thread count, for the frameworks the script uses (and what it is)."""
+    if "torch" in fws:
+        default = probe.get("threads") or _usable_cpus()
+    else:
+        default = _usable_cpus()
+    other = 1 if default > 1 else 2
+    info = {"default": default, "tried": other}
+    env: dict = {}
+    names, threads, interventions = [], None, ()
+    if "torch" in fws or not fws & {"tensorflow", "keras", "jax"}:
+        threads = other
+        names.append(f"threads-{other}")
+    if fws & {"tensorflow", "keras"}:
+        # The variable alone: --threads would also switch on op determinism, a second change.
+        env["TF_NUM_INTRAOP_THREADS"] = str(other)
+        names.append(f"TF_NUM_INTRAOP_THREADS={other}")
+    if "jax" in fws:
+        # XLA's CPU thread pool follows the CPUs the process may use, not a thread setting.
+        if other != 1 or not hasattr(os, "sched_setaffinity"):
+            info["note"] = ("JAX's thread count follows the CPUs the process may use; this machine cannot offer "
+                            "another count (one usable CPU, or no CPU affinity)")
+        else:
+            interventions = ("one-cpu",)
+            names.append("one-cpu")
+    if not names:
+        return None, info
+    return Plan("+".join(names), f"{other} thread{'s' if other > 1 else ''} instead of the default {default} "
+                f"({', '.join(names)})", env=env, threads=threads, interventions=interventions), info
+
+
+def framework_isa_plans(fws, flags: set[str] | None = None, environ=None) -> tuple[list[Plan], list[str]]:
+    """TensorFlow's and JAX's lower-ISA (and oneDNN off) reruns for this CPU, as plans, and why others cannot be.
+
+    Only levels below the CPU's own (and below a cap the user already set): a higher one dies of SIGILL.
+    """
+    from .frameworks.portability import ISA_ORDER, cpu_isa, variants
+
+    environ = os.environ if environ is None else environ
+    flags = _cpu_flags() if flags is None else flags
+    fws = set(fws)
+    own = cpu_isa(flags)
+    plans: list[Plan] = []
+    why_not: list[str] = []
+    if fws & {"tensorflow", "keras"}:
+        off = str(environ.get("TF_ENABLE_ONEDNN_OPTS", "")).strip() == "0"
+        cap = str(environ.get("ONEDNN_MAX_CPU_ISA", "")).upper()
+        cap_isa = {"SSE41": "SSE4_2", "AVX": "AVX", "AVX2": "AVX2"}.get(cap)
+        level = min([i for i in (own, cap_isa) if i], key=ISA_ORDER.index, default=None)
+        for v in variants("tensorflow", cpu_isa=level):
+            if v.name == "tf-onednn-off":
+                if off:
+                    why_not.append("TF_ENABLE_ONEDNN_OPTS: already 0 (TensorFlow's oneDNN kernels are off)")
+                    continue
+                plans.append(Plan("TF_ENABLE_ONEDNN_OPTS=0", "TensorFlow without its oneDNN kernels (as on builds "
+                                  "or machines where they are off)", env=dict(v.env)))
+            elif not off:
+                name = "ONEDNN_MAX_CPU_ISA=" + v.env["ONEDNN_MAX_CPU_ISA"]
+                plans.append(Plan(name, v.note, env=dict(v.env)))
+        if not off and not [v for v in variants("tensorflow", cpu_isa=level) if v.cause == "cpu-isa"]:
+            why_not.append(f"ONEDNN_MAX_CPU_ISA (TensorFlow): no level below {level or 'this CPU (not x86)'} that "
+                           "this CPU supports")
+    if "jax" in fws:
+        flags_now = environ.get("XLA_FLAGS") or ""
+        m = re.search(r"--xla_cpu_max_isa=(\S+)", flags_now)
+        cap_isa = m.group(1).upper() if m else None
+        level = min([i for i in (own, cap_isa) if i in ISA_ORDER], key=ISA_ORDER.index, default=None)
+        vs = variants("jax", cpu_isa=level, xla_flags=flags_now)
+        for v in vs:
+            isa = v.env["XLA_FLAGS"].split("--xla_cpu_max_isa=")[-1].split()[0]
+            plans.append(Plan(f"XLA_FLAGS=--xla_cpu_max_isa={isa}", v.note, env=dict(v.env)))
+        if not vs:
+            why_not.append(f"--xla_cpu_max_isa (JAX): no level below {level or 'this CPU (not x86)'} that this "
+                           "CPU supports")
+    return plans, why_not
+
+
+def _portability(runner: _Runner, reference: str, checks, evidence: list[Experiment], fws=("numpy", "torch")) -> dict:
+    fws = set(fws)
+    probe = _probe() if "torch" in fws else {}
     plans: list[Plan] = []
     out: dict = {}
+    thread_plan = None
     if "thread-count" in checks:
-        default = probe.get("threads") or (os.cpu_count() or 1)
-        other = 1 if default > 1 else 2
-        plans.append(Plan(f"threads-{other}", f"{other} thread{'s' if other > 1 else ''} instead of the default {default}",
-                          threads=other))
-        out["thread-count"] = {"default": default, "tried": other}
-    isa_plans, why_not = isa_emulations(probe) if "cpu-isa" in checks else ([], [])
+        thread_plan, info = _thread_plan(fws, probe)
+        out["thread-count"] = info
+        if thread_plan is not None:
+            plans.append(thread_plan)
+    isa_plans: list[Plan] = []
+    why_not: list[str] = []
+    if "cpu-isa" in checks:
+        if "torch" in fws:
+            isa_plans, why_not = isa_emulations(probe)
+        more, more_why = framework_isa_plans(fws)
+        seen = [p.env for p in isa_plans]
+        isa_plans += [p for p in more if p.env not in seen]   # ONEDNN_MAX_CPU_ISA serves torch and TF alike
+        why_not += more_why
+        if not fws & {"torch", "tensorflow", "keras", "jax"}:
+            why_not.append("the script uses none of PyTorch, TensorFlow, JAX, whose kernels can be emulated at a "
+                           "lower instruction set")
     plans += isa_plans
     exps = runner.singles(plans, reference, "the baseline") if plans else []
     evidence.extend(exps)
     by = {e.name: e for e in exps}
     if "thread-count" in checks:
-        e = by[plans[0].name]
-        out["thread-count"].update({"stable": e.identical, "runs": [_port_row(e)]})
+        if thread_plan is None:
+            out["thread-count"].update({"stable": None, "runs": []})
+        else:
+            e = by[thread_plan.name]
+            out["thread-count"].update({"stable": e.identical, "runs": [_port_row(e)]})
     if "cpu-isa" in checks:
+        from .frameworks.portability import cpu_isa
+
         rows = [_port_row(by[p.name]) for p in isa_plans]
         out["cpu-isa"] = {
-            "capability": probe.get("capability"),
+            "capability": probe.get("capability") or cpu_isa(_cpu_flags()),
+            "frameworks": sorted(fws & {"torch", "tensorflow", "keras", "jax"}),
             "stable": (all(r["identical"] for r in rows) if rows else None),
             "runs": rows,
             "not_emulated": why_not,

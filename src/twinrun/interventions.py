@@ -12,6 +12,13 @@ then reruns the script twice and sees whether the runs still part.
   ``numpy.random.seed()`` called without a seed draw from the stream, and NumPy's global RNG is seeded.
 - ``seed-random``: ``random.Random()`` and ``random.seed()`` without a seed draw from the stream, and
   Python's global ``random`` is seeded.
+- ``seed-tf-data``: ``tf.data.Dataset.shuffle`` without a seed gets one (the order of a tf.data pipeline).
+- ``seed-tf-random``: ``tf.random.Generator.from_non_deterministic_state()`` gives a seeded generator
+  (augmentation in a tf.data pipeline).
+- ``fixed-clock``: ``time.time()`` and ``time.time_ns()`` called from the program's own code (not from
+  libraries) return a fixed, slowly rising clock: a seed or key taken from the clock repeats.
+- ``one-cpu``: the process may use one CPU only (``os.sched_setaffinity``), so every framework's thread
+  pool starts with one thread; for doctor's thread-count probe, not a seeding.
 
 Every time an intervention acts at a new place of the program, it prints one line on stderr::
 
@@ -22,7 +29,9 @@ when ``--seed`` was given, else ``TWINRUN_SEED`` (default 0); global framework R
 
 >>> import twinrun.interventions as iv
 >>> iv.NAMES
-('seed-loaders', 'seed-numpy', 'seed-random')
+('seed-loaders', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random', 'fixed-clock', 'one-cpu')
+>>> iv.DATA_NAMES
+('seed-loaders', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random')
 """
 
 from __future__ import annotations
@@ -38,14 +47,21 @@ import threading
 
 from ._errors import UsageError
 
-__all__ = ["NAMES", "DESCRIPTIONS", "LINE_PREFIX", "apply", "applied", "parse_lines"]
+__all__ = ["NAMES", "DATA_NAMES", "ORDER_NAMES", "DESCRIPTIONS", "LINE_PREFIX", "apply", "applied", "parse_lines"]
 
 DESCRIPTIONS = {
     "seed-loaders": "DataLoaders and random samplers without a generator get a seeded one (and a worker_init_fn)",
     "seed-numpy": "numpy.random.default_rng() / RandomState() / seed() without a seed draw from twinrun's data stream",
     "seed-random": "random.Random() / random.seed() without a seed draw from twinrun's data stream",
+    "seed-tf-data": "tf.data.Dataset.shuffle without a seed gets one from twinrun's data stream",
+    "seed-tf-random": "tf.random.Generator.from_non_deterministic_state() gives a generator seeded from the data stream",
+    "fixed-clock": "time.time() / time.time_ns() called from the program's code return a fixed, rising clock",
+    "one-cpu": "the process may use one CPU only, so thread pools start with one thread",
 }
 NAMES = tuple(DESCRIPTIONS)
+# The ones that seed data randomness (doctor's "data" experiment); "order" ones decide the sample order.
+DATA_NAMES = ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random")
+ORDER_NAMES = ("seed-loaders", "seed-tf-data")
 STREAM = "data"
 LINE_PREFIX = "twinrun intervention "
 _LINE = re.compile(r"^twinrun intervention (?P<name>[a-z-]+): (?P<what>.*?) at (?P<site>.+:\d+)$")
@@ -293,4 +309,54 @@ def _apply_random() -> None:
     original_global_seed(int(_seeds().sequence(STREAM, "intervention", "random-global").generate_state(2, "uint64")[0]))
 
 
-_APPLY = {"seed-loaders": _apply_loaders, "seed-numpy": _apply_numpy, "seed-random": _apply_random}
+# --- seed-tf-data, seed-tf-random -------------------------------------------------------------------
+def _apply_tf(kind: str) -> None:
+    from .frameworks import tf_interventions
+
+    tf_interventions.install(lambda what: _note(f"seed-tf-{kind}", what), _next_sequence,
+                             shuffle=kind == "data", generators=kind == "random")
+
+
+# --- fixed-clock ----------------------------------------------------------------------------------
+_CLOCK_START_NS = 1_700_000_000 * 10**9
+_CLOCK_TICK_NS = 1_000_000   # each call of the program's: 1 ms later
+
+
+def _apply_clock() -> None:
+    import time
+
+    if getattr(time.time_ns, "_twinrun_patched", False):
+        return
+    real_time, real_time_ns = time.time, time.time_ns
+    ticks = itertools.count()
+
+    def from_program() -> bool:
+        name = sys._getframe(2).f_code.co_filename
+        return not (name.startswith("<") or any(s in name for s in _SKIP) or _library(os.path.realpath(name)))
+
+    def time_ns():
+        if not from_program():
+            return real_time_ns()
+        _note("fixed-clock", "time.time_ns()")
+        return _CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS
+
+    def time_():
+        if not from_program():
+            return real_time()
+        _note("fixed-clock", "time.time()")
+        return (_CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS) / 1e9
+
+    time_ns._twinrun_patched = time_._twinrun_patched = True
+    time.time_ns, time.time = time_ns, time_
+
+
+# --- one-cpu --------------------------------------------------------------------------------------
+def _apply_one_cpu() -> None:
+    if not hasattr(os, "sched_setaffinity"):
+        raise UsageError("intervention 'one-cpu' needs os.sched_setaffinity (Linux); it is not available here")
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+_APPLY = {"seed-loaders": _apply_loaders, "seed-numpy": _apply_numpy, "seed-random": _apply_random,
+          "seed-tf-data": lambda: _apply_tf("data"), "seed-tf-random": lambda: _apply_tf("random"),
+          "fixed-clock": _apply_clock, "one-cpu": _apply_one_cpu}

@@ -412,8 +412,9 @@ class TraceWriter:
                                    (event.step, event.index)).fetchone()
         return None if row is None or row[0] is None else _decode(row[0], event.dtype, event.shape, self.path)
 
-    def close(self, status: str = "complete") -> None:
-        """Mark the trace ``status`` and close it. An uncommitted step is dropped."""
+    def close(self, status: str = "complete", meta: dict | None = None) -> None:
+        """Mark the trace ``status`` and close it. An uncommitted step is dropped; ``meta`` (key: JSON
+        value) is stored as by ``set_meta``, after that."""
         if self.closed:
             return
         if status not in STATUSES:
@@ -422,6 +423,9 @@ class TraceWriter:
             if self._open_step is not None:
                 self._db.execute("ROLLBACK")
                 self._open_step = None
+            for key, value in (meta or {}).items():   # as set_meta does (its lock is held here)
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 (f"x.{key}", json.dumps(_jsonable(value), sort_keys=True)))
             self.status = status
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'status'", (status,))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('closed', ?)", (f"{time.time():.3f}",))
@@ -845,7 +849,24 @@ class Recorder:
                     status = "stopped"
                 else:
                     status = status or "complete"
-            self.writer.close(status)
+            self.writer.close(status, meta={"frameworks": loaded_frameworks()})
+
+
+def loaded_frameworks() -> list[str]:
+    """The frameworks the program has used, by twinrun's names (plus ``keras``); a trace stores them
+    at close (``Trace.meta("frameworks")``), so doctor knows which kernels a run used."""
+    from . import frameworks
+
+    names = [n for n in frameworks.NAMES if frameworks.is_loaded(n)]
+    if "jax" in names:   # Keras 3 imports JAX whatever its backend: count JAX only once it computed
+        try:
+            from .frameworks.jax import backend_started
+
+            if not backend_started():
+                names.remove("jax")
+        except Exception:  # noqa: BLE001 - keep it listed when unsure
+            pass
+    return names + (["keras"] if "keras" in sys.modules else [])
 
 
 def build_header(extra: dict | None = None) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["Variant", "variants", "xla_flags_with", "ISA_ORDER"]
+__all__ = ["Variant", "variants", "xla_flags_with", "cpu_isa", "ISA_ORDER"]
 
 # Instruction sets from lowest to highest, in the names oneDNN and XLA use.
 ISA_ORDER = ("SSE4_2", "AVX", "AVX2", "AVX512")
@@ -32,6 +32,23 @@ class Variant:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def cpu_isa(flags: set[str]) -> str | None:
+    """The best of ``ISA_ORDER`` that a CPU with these ``/proc/cpuinfo`` flags runs (None: not x86, or unknown).
+
+    >>> cpu_isa({"sse4_2", "avx", "avx2", "fma"})
+    'AVX2'
+    """
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "AVX512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2"
+    if "avx" in flags:
+        return "AVX"
+    if "sse4_2" in flags:
+        return "SSE4_2"
+    return None
 
 
 def xla_flags_with(flag: str, current: str | None) -> str:

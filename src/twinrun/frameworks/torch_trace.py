@@ -120,14 +120,16 @@ class TorchTracer:
         self._roots: dict[int, _Root] = {}
         self._labels: set[str] = set()
         self._first_model: _Root | None = None
-        self._param_names: dict[int, str] = {}
+        # id(param) -> (weakref, name): an id is reused once a model is freed (folds, ensembles), so an
+        # entry counts only while its weakref still points at the very same parameter.
+        self._param_names: dict[int, tuple[weakref.ref, str]] = {}
         self._in_backward = 0
         self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
         self._grad_seq = 0
         self._order_grads = True
-        self._known: set[int] = set()           # modules whose names are known (names-only mode)
+        self._known: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()  # names known (names-only mode)
         self._seen: dict[int, tuple] = {}     # id(tensor) -> (weakref, version, Event), this step
-        self._hooked_params: set[int] = set()
+        self._hooked_params: dict[int, weakref.ref] = {}
         self._handles: list = []
         self._orig_backward: Callable | None = None
 
@@ -208,11 +210,17 @@ class TorchTracer:
         self._roots[id(module)] = root
         if has_params:
             for path, p in module.named_parameters():
-                self._param_names.setdefault(id(p), root.prefix + path)
-                if self._order_grads and id(p) not in self._hooked_params and p.requires_grad:
-                    self._hooked_params.add(id(p))
+                if self._param_name(p) is None:
+                    self._param_names[id(p)] = (weakref.ref(p), root.prefix + path)
+                hooked = self._hooked_params.get(id(p))
+                if self._order_grads and (hooked is None or hooked() is not p) and p.requires_grad:
+                    self._hooked_params[id(p)] = weakref.ref(p)
                     self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
         return root
+
+    def _param_name(self, p) -> str | None:
+        entry = self._param_names.get(id(p))
+        return entry[1] if entry is not None and entry[0]() is p else None
 
     def _accumulated(self, p) -> None:
         if self._here():
@@ -244,11 +252,11 @@ class TorchTracer:
     def _learn_names(self, module, args):
         """Names-only pre-hook (no init/input/forward captured): the first module with parameters
         seen outside any known model becomes a root; its modules are known from then on."""
-        if id(module) in self._known or not self._here():
+        if module in self._known or not self._here():
             return None
         if _WATCHED_MODELS and module not in _WATCHED_MODELS:
             return None
-        self._known.update(id(m) for m in module.modules())
+        self._known.update(module.modules())
         if next(iter(module.parameters()), None) is not None:
             self._root_for(module)
         return None
@@ -328,7 +336,7 @@ class TorchTracer:
             for i, p in enumerate(group["params"]):
                 if watched_params is not None and id(p) not in watched_params:
                     continue
-                name = self._param_names.get(id(p))
+                name = self._param_name(p)
                 if name is None:
                     name = self._unnamed_param(optimizer, p, g, i)
                 out.append((name, p))

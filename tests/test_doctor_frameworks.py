@@ -1,0 +1,181 @@
+"""twinrun doctor on real Keras and JAX scripts (examples/keras/, examples/jax/): the cause, where the
+runs part, the fix in the framework's own words, and that the fixed variant passes `twinrun check`;
+when a script repeats, the portability rows of its own framework (TensorFlow's oneDNN, XLA's ISA).
+
+TensorFlow processes take seconds each: few doctor runs, two or three steps, tiny models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from twinrun.doctor import diagnose, framework_isa_plans
+from twinrun.frameworks.portability import ISA_ORDER, cpu_isa
+
+ROOT = Path(__file__).resolve().parents[1]
+CNN = ROOT / "examples" / "keras" / "cnn_fit.py"
+PIPELINE = ROOT / "examples" / "keras" / "tfdata_pipeline.py"
+MLP = ROOT / "examples" / "jax" / "mlp.py"
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(autouse=True)
+def _user_env(monkeypatch):
+    # Doctor runs the script "as the user would": this shell must not already fix what is tested.
+    for var in ("PYTHONHASHSEED", "TWINRUN_SEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "ONEDNN_MAX_CPU_ISA",
+                "TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def check_passes(script: Path, *args) -> None:
+    r = subprocess.run([sys.executable, "-m", "twinrun", "check", "--max-steps", "2", "--json", str(script), "--",
+                        *map(str, args)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["identical"] is True
+
+
+def _cpu_flags() -> set[str]:
+    from twinrun.doctor import _cpu_flags
+
+    return _cpu_flags()
+
+
+# --- Keras --------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_keras_tf_seed_alone_is_unseeded_init_and_keras_seeding_fixes_it():
+    d = diagnose(CNN, ["--seeding", "tf", "--steps", "3"], max_steps=2)
+    assert (d.verdict, d.cause) == ("not-reproducible", "unseeded-init"), d.summary
+    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "init")
+    assert d.first_divergence["name"].startswith("cnn/")
+    assert d.confirmed and [e.name for e in d.evidence] == ["baseline", "seed"]
+    assert "keras.utils.set_random_seed(0)" in d.fix and "twinrun.seed_everything(0)" in d.fix
+    assert "tf.random.set_seed` alone" in d.fix
+    check_passes(CNN, "--seeding", "keras", "--steps", "3")
+
+
+@pytest.mark.slow
+def test_keras_unseeded_tf_data_shuffle_is_data_pipeline_order_and_its_seed_fixes_it():
+    d = diagnose(PIPELINE, ["--unseeded", "shuffle", "--samples", "128", "--batch", "32"], max_steps=2)
+    assert (d.verdict, d.cause, d.detail) == ("not-reproducible", "data-pipeline", "order"), d.summary
+    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "input")
+    assert d.confirmed
+    data = next(e for e in d.evidence if e.name == "data")
+    assert data.identical and [a["name"] for a in data.acted] == ["seed-tf-data"]
+    assert "tf.data.Dataset.shuffle(...)` at " in d.fix and "tfdata_pipeline.py:" in d.fix
+    assert 'seed=seeds.tf("data")' in d.fix
+    check_passes(PIPELINE, "--samples", "128", "--batch", "32")   # the same pipeline, shuffle seeded
+
+
+@pytest.mark.slow
+def test_keras_reproducible_with_onednn_and_isa_rows():
+    d = diagnose(CNN, ["--seeding", "keras", "--steps", "3"], max_steps=3, portability=("cpu-isa",))
+    assert (d.verdict, d.cause, d.first_divergence) == ("reproducible", "reproducible", None), d.summary
+    isa = d.portability["cpu-isa"]
+    assert isa["frameworks"] == ["keras", "tensorflow"]   # Keras imports JAX too, but never starts it
+    settings = [r["setting"] for r in isa["runs"]]
+    assert settings[0] == "TF_ENABLE_ONEDNN_OPTS=0"
+    assert settings == [p.name for p in framework_isa_plans(["tensorflow", "keras"])[0]]
+    own = cpu_isa(_cpu_flags())
+    for s in settings[1:]:   # oneDNN caps, only below this CPU's own level
+        wanted = s.split("=")[1].replace("SSE41", "SSE4_2")
+        assert own is not None and ISA_ORDER.index(wanted) < ISA_ORDER.index(own)
+    assert isa["stable"] is all(r["identical"] for r in isa["runs"])
+    off = isa["runs"][0]
+    if off["identical"] is False:   # measured on the example CNN: oneDNN off gives other weights
+        assert off["first_divergence"]["phase"] in ("forward", "grad", "loss", "param")
+        assert "TF_ENABLE_ONEDNN_OPTS` to the same value" in d.fix
+
+
+# --- JAX ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_jax_key_from_the_clock_is_unseeded_init_found_by_fixing_the_clock():
+    d = diagnose(MLP, ["--key-from-time"], max_steps=1)
+    assert (d.verdict, d.cause, d.detail) == ("not-reproducible", "unseeded-init", "clock"), d.summary
+    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "init")
+    assert d.first_divergence["name"].startswith("dense")
+    # Seeding every RNG does not help (the key comes from the clock); fixing the clock does.
+    assert [(e.name, e.identical) for e in d.evidence] == [("baseline", False), ("seed", False), ("clock", True)]
+    clock = d.evidence[-1]
+    assert [a["what"] for a in clock.acted] == ["time.time_ns()"] and "mlp.py:" in clock.acted[0]["site"]
+    assert 'seeds.jax("init")' in d.fix and "time.time_ns()` at " in d.fix
+    check_passes(MLP)   # keys from twinrun's streams
+
+
+@pytest.mark.slow
+def test_jax_reproducible_with_thread_and_xla_isa_rows():
+    d = diagnose(MLP, max_steps=3)
+    assert (d.verdict, d.cause) == ("reproducible", "reproducible"), d.summary
+    isa = d.portability["cpu-isa"]
+    settings = [r["setting"] for r in isa["runs"]]
+    assert settings == [p.name for p in framework_isa_plans(["jax"])[0]]
+    own = cpu_isa(_cpu_flags())
+    if own in (None, "SSE4_2"):
+        assert settings == [] and isa["stable"] is None and "no level below" in isa["note"]
+    else:
+        assert settings[-1] == "XLA_FLAGS=--xla_cpu_max_isa=SSE4_2"
+        assert all(ISA_ORDER.index(s.rsplit("=", 1)[1]) < ISA_ORDER.index(own) for s in settings)
+        lowest = isa["runs"][-1]
+        if own == "AVX512":   # measured on an AVX-512 CPU: SSE4_2 code gives other numbers
+            assert lowest["identical"] is False and isa["stable"] is False
+            assert lowest["first_divergence"]["step"] == 0   # already the initial parameters (jax.random.normal)
+            assert "xla_cpu_max_isa=SSE4_2" in d.fix
+    tc = d.portability["thread-count"]
+    if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):
+        assert tc["runs"][0]["setting"] == "one-cpu" and tc["stable"] in (True, False)
+    else:
+        assert tc["stable"] is None and "CPUs the process may use" in tc["note"]
+
+
+def test_isa_plans_for_tensorflow_and_jax_stay_below_the_cpu_and_respect_user_settings():
+    avx2 = {"sse4_2", "avx", "avx2", "fma"}
+    names = [p.name for p in framework_isa_plans(["tensorflow"], flags=avx2, environ={})[0]]
+    assert names == ["TF_ENABLE_ONEDNN_OPTS=0", "ONEDNN_MAX_CPU_ISA=AVX", "ONEDNN_MAX_CPU_ISA=SSE41"]
+    names = [p.name for p in framework_isa_plans(["jax"], flags=avx2, environ={})[0]]
+    assert names == ["XLA_FLAGS=--xla_cpu_max_isa=AVX", "XLA_FLAGS=--xla_cpu_max_isa=SSE4_2"]
+    # The user's own XLA flags are kept, and a cap they set is the ceiling.
+    plans, _ = framework_isa_plans(["jax"], flags=avx2, environ={"XLA_FLAGS": "--xla_cpu_max_isa=AVX --foo=1"})
+    assert [p.env["XLA_FLAGS"] for p in plans] == ["--foo=1 --xla_cpu_max_isa=SSE4_2"]
+    # Nothing lower: said, not skipped.
+    plans, why = framework_isa_plans(["tensorflow", "jax"], flags={"sse4_2"}, environ={"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert plans == []
+    assert any("TF_ENABLE_ONEDNN_OPTS: already 0" in w for w in why)
+    assert any("--xla_cpu_max_isa (JAX): no level below SSE4_2" in w for w in why)
+    plans, why = framework_isa_plans(["jax"], flags={"neon", "asimd"}, environ={})
+    assert plans == [] and "not x86" in why[0]
+    # A PyTorch-only script gets none of these (its rows come from isa_emulations).
+    assert framework_isa_plans(["numpy", "torch"], flags=avx2, environ={}) == ([], [])
+
+
+def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(tmp_path):
+    import textwrap
+
+    from twinrun.interventions import parse_lines
+
+    script = tmp_path / "clock.py"
+    script.write_text(textwrap.dedent("""
+        import os, time, logging
+        a = time.time_ns()
+        b = time.time()
+        record = logging.LogRecord("x", 20, "f", 1, "m", None, None)   # the standard library's own clock
+        print(a, b, record.created - b > 1e6, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    """))
+    runs = [subprocess.run([sys.executable, "-c",
+                            "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
+                            "runpy.run_path(sys.argv[2], run_name='__main__')", "fixed-clock,one-cpu", str(script)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60) for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout          # the program's clock repeats
+    a, b, real, cpus = runs[0].stdout.split()
+    assert int(a) < float(b) * 1e9 and real == "True"   # rising; a library's clock is the real one
+    assert cpus == "1"
+    assert [(x["name"], x["what"]) for x in parse_lines(runs[0].stderr)] == [
+        ("fixed-clock", "time.time_ns()"), ("fixed-clock", "time.time()")]
