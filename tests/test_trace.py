@@ -123,6 +123,26 @@ def test_stats_find_a_single_non_finite_value_anywhere(where):
         assert maxabs == np.abs(rest).max()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int64", "bool", "bfloat16", "complex64"])
+@pytest.mark.parametrize("n", [0, 5, 70_000])
+def test_writer_events_carry_exactly_digest_and_stats(tmp_path, dtype, n):
+    # TraceWriter.add reads a tensor once for both; the result must be the public functions' own.
+    x = rng(n).standard_normal(n) * 4
+    if dtype == "bfloat16":
+        arr = (x.astype(np.float32).view(np.int32) >> 16).astype(np.int16)
+    elif dtype == "bool":
+        arr = x > 0
+    else:
+        arr = x.astype(dtype)
+    if n and dtype.startswith("float"):
+        arr[n // 2] = np.nan
+    w = TraceWriter(tmp_path / "a.trace", {})
+    e = w.add(0, "forward", "x", arr, dtype=dtype)
+    w.close()
+    got = (e.l2, e.mean, e.maxabs, e.nonfinite)
+    assert e.digest == digest(arr, dtype) and got == stats(arr, dtype)
+
+
 def test_stats_count_non_finite_and_describe_the_finite_rest():
     x = np.array([3.0, np.nan, 4.0, np.inf, -np.inf], np.float32)
     l2, mean, maxabs, nonfinite = stats(x)

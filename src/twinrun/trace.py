@@ -202,18 +202,26 @@ def _cast_buffer() -> np.ndarray:
     return buf
 
 
-def _sums64(flat: np.ndarray) -> tuple[float, float]:
-    """Sum of squares and sum of a 1-d array, every product and addition in float64."""
+def _sums64(flat: np.ndarray, h=None) -> tuple[float, float, Any, Any]:
+    """Sum of squares and sum of a 1-d array, every product and addition in float64, and its
+    largest and smallest value. With ``h`` (an xxh3 hash), also feeds it the array's bytes, block
+    by block while they are in cache (``flat`` must then be C-contiguous)."""
     n = flat.size
     cast = flat.dtype != np.float64
     if n <= _ROW:
+        if h is not None:
+            h.update(flat)
         b = flat.astype(np.float64) if cast else flat
-        return float(_rowdot(b, b)), float(np.add.reduce(b))
+        return float(_rowdot(b, b)), float(np.add.reduce(b)), np.maximum.reduce(flat), np.minimum.reduce(flat)
     buf = _cast_buffer() if cast else None
     parts = np.empty((2, -(-n // _ROW)))  # per-row sums of squares and sums, added up at the end
+    ends = np.empty((2, -(-n // _CHUNK)), flat.dtype)  # per-block max and min
     j = 0
-    for i in range(0, n, _CHUNK):
+    for k, i in enumerate(range(0, n, _CHUNK)):
         b = flat[i:i + _CHUNK]
+        if h is not None:
+            h.update(b)
+        ends[0, k], ends[1, k] = np.maximum.reduce(b), np.minimum.reduce(b)
         if cast:
             np.copyto(buf[:b.size], b, casting="unsafe")
             b = buf[:b.size]
@@ -228,7 +236,28 @@ def _sums64(flat: np.ndarray) -> tuple[float, float]:
             parts[0, j], parts[1, j] = _rowdot(tail, tail), np.add.reduce(tail)
             j += 1
     ss, total = np.add.reduce(parts[:, :j], axis=1)
-    return float(ss), float(total)
+    return float(ss), float(total), np.maximum.reduce(ends[0]), np.minimum.reduce(ends[1])
+
+
+def _decoded(array: np.ndarray, dtype: str) -> np.ndarray | None:
+    # Integers are cast block by block in _sums64 rather than copied whole to float64.
+    return array if array.dtype.kind in "biu" and dtype not in RAW_DTYPES else _as_float(array, dtype)
+
+
+def _finish(flat: np.ndarray, ss: float, total: float, hi, lo) -> tuple[float, float, float, int]:
+    if math.isfinite(ss) and math.isfinite(total):
+        # Finite float64 sums mean every value was finite: the count is exactly 0. The max is
+        # taken on the values as they are: comparisons round nothing (np.abs would copy).
+        return math.sqrt(ss), total / flat.size, max(float(hi), -float(lo)), 0
+    finite = np.isfinite(flat)
+    nonfinite = int(flat.size - np.count_nonzero(finite))
+    good = flat[finite].astype(np.float64)
+    if good.size == 0:
+        return 0.0, 0.0, 0.0, nonfinite
+    # squares of huge finite float64 values overflow; scale by the largest to keep the norm finite
+    maxabs = float(np.max(np.abs(good)))
+    l2 = maxabs * float(np.sqrt(np.sum((good / maxabs) ** 2))) if maxabs else 0.0
+    return l2, float(np.mean(good)), maxabs, nonfinite
 
 
 def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, float, int]:
@@ -241,30 +270,27 @@ def stats(array: np.ndarray, dtype: str | None = None) -> tuple[float, float, fl
     (5.0, 3.5, 4.0, 1)
     """
     array = np.asarray(array)
-    dtype = dtype or str(array.dtype)
-    # integers are cast block by block below rather than copied whole to float64
-    x = array if array.dtype.kind in "biu" and dtype not in RAW_DTYPES else _as_float(array, dtype)
+    x = _decoded(array, dtype or str(array.dtype))
     if x is None:
         return math.nan, math.nan, math.nan, 0
     if x.size == 0:
         return 0.0, 0.0, 0.0, 0
     flat = x.reshape(-1)
-    with np.errstate(over="ignore", invalid="ignore"):  # handled below, not the user's business
-        ss, total = _sums64(flat)
-    if math.isfinite(ss) and math.isfinite(total):
-        # Finite float64 sums mean every value was finite: the count is exactly 0. The max is
-        # taken on the values as they are: comparisons round nothing (np.abs would copy).
-        maxabs = max(float(np.maximum.reduce(flat)), -float(np.minimum.reduce(flat)))
-        return math.sqrt(ss), total / flat.size, maxabs, 0
-    finite = np.isfinite(flat)
-    nonfinite = int(flat.size - np.count_nonzero(finite))
-    good = flat[finite].astype(np.float64)
-    if good.size == 0:
-        return 0.0, 0.0, 0.0, nonfinite
-    # squares of huge finite float64 values overflow; scale by the largest to keep the norm finite
-    maxabs = float(np.max(np.abs(good)))
-    l2 = maxabs * float(np.sqrt(np.sum((good / maxabs) ** 2))) if maxabs else 0.0
-    return l2, float(np.mean(good)), maxabs, nonfinite
+    with np.errstate(over="ignore", invalid="ignore"):  # handled in _finish, not the user's business
+        return _finish(flat, *_sums64(flat))
+
+
+def _digest_and_stats(array: np.ndarray, dtype: str) -> tuple[str, tuple[float, float, float, int]]:
+    """``(digest(array, dtype), stats(array, dtype))`` of a C-contiguous little-endian array, in
+    one pass over its memory when its values need no decoding (a large tensor is read from memory
+    once, not twice)."""
+    if array.size == 0 or _decoded(array, dtype) is not array:
+        return digest(array, dtype), stats(array, dtype)
+    h = xxhash.xxh3_128(_prefix(dtype, array.shape))
+    flat = array.reshape(-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = _sums64(flat, h)
+        return h.hexdigest(), _finish(flat, *sums)
 
 
 # --- events --------------------------------------------------------------------------------------
@@ -388,8 +414,7 @@ class TraceWriter:
             h, l2, mean, maxabs, nonfinite = (same_as.digest, same_as.l2, same_as.mean, same_as.maxabs,
                                                same_as.nonfinite)
         else:
-            h = digest(array, dtype)
-            l2, mean, maxabs, nonfinite = stats(array, dtype)
+            h, (l2, mean, maxabs, nonfinite) = _digest_and_stats(array, dtype)
         samples = _sample_digests(array, dtype) if per_sample and array.ndim >= 1 else None
         value = None
         storage = _STORAGE.get(dtype)
