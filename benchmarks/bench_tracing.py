@@ -3,7 +3,9 @@
 Measured side by side in one process, rounds interleaved so that machine load hits every mode alike:
 
 - untraced vs traced with every phase (goal: ratio <= 1.3) and with ``capture=("param",)``
-  (goal: <= 1.05): median time per training step;
+  (goal: <= 1.05): median time per training step; and the CPU time the training thread spends
+  inside the recorder (digests, stats, SQLite; hooks excluded), which load on a shared machine
+  disturbs far less than the wall-clock ratio;
 - the trace's size per step;
 - ``check --against`` on a run that parts at step k: it stops in about the time of k steps
   (compared with a full run and with a run of k+1 steps, each in a fresh process).
@@ -112,6 +114,26 @@ def overhead(steps: int, folder: Path) -> dict:
     from twinrun.frameworks.torch_trace import install
     from twinrun.trace import Recorder, TraceWriter, build_header
 
+    class TimedRecorder(Recorder):
+        """Adds up the CPU time the training thread spends in the recorder (digests, stats, SQLite):
+        a figure that load on the machine disturbs far less than wall-clock ratios."""
+
+        cpu = 0.0
+
+        def event(self, *args, **kwargs):
+            t0 = time.thread_time()
+            try:
+                return super().event(*args, **kwargs)
+            finally:
+                self.cpu += time.thread_time() - t0
+
+        def end_step(self):
+            t0 = time.thread_time()
+            try:
+                return super().end_step()
+            finally:
+                self.cpu += time.thread_time() - t0
+
     xs, ys = data(4)
     modes = {"untraced": None, "all phases": None, "param only": ("param",)}
     runs = {}
@@ -123,16 +145,18 @@ def overhead(steps: int, folder: Path) -> dict:
         if mode != "untraced":
             path = folder / f"{mode.replace(' ', '-')}.trace"
             writer = TraceWriter(path, build_header())
-            rec = Recorder(writer, capture=modes[mode]) if modes[mode] else Recorder(writer)
+            rec = TimedRecorder(writer, capture=modes[mode]) if modes[mode] else TimedRecorder(writer)
         runs[mode] = (model, opt, rec, path)
     per_step: dict[str, list[float]] = {m: [] for m in modes}
     cpu_step: dict[str, list[float]] = {m: [] for m in modes}
+    rec_step: dict[str, list[float]] = {m: [] for m in modes}
     for s in range(steps + 1):
         order = list(modes)[s % 3:] + list(modes)[:s % 3]
         for mode in order:
             model, opt, rec, _ = runs[mode]
             uninstall = install(rec) if rec is not None else None
             x, y = xs[s % len(xs)], ys[s % len(ys)]
+            r0 = rec.cpu if rec is not None else 0.0
             t0, c0 = time.perf_counter(), time.process_time()
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
@@ -143,6 +167,7 @@ def overhead(steps: int, folder: Path) -> dict:
             if s > 0:  # step 0: warm-up, and the traced runs record init
                 per_step[mode].append(dt)
                 cpu_step[mode].append(dc)
+                rec_step[mode].append(rec.cpu - r0 if rec is not None else 0.0)
     sizes = {}
     for mode, (_, _, rec, path) in runs.items():
         if rec is not None:
@@ -150,7 +175,9 @@ def overhead(steps: int, folder: Path) -> dict:
             sizes[mode] = path.stat().st_size / (steps + 1)
     med = {m: statistics.median(v) for m, v in per_step.items()}
     cpu = {m: statistics.median(v) for m, v in cpu_step.items()}
+    recording = {m: statistics.median(v) for m, v in rec_step.items() if runs[m][2] is not None}
     return {"median_step_s": med, "median_step_cpu_s": cpu, "bytes_per_step": sizes,
+            "median_recording_cpu_s": recording,
             "cpu_ratio_all": cpu["all phases"] / cpu["untraced"],
             "cpu_ratio_param": cpu["param only"] / cpu["untraced"],
             "ratio_all": med["all phases"] / med["untraced"],
@@ -190,7 +217,9 @@ def main() -> None:
         o = overhead(steps, Path(d))
         for m, s in o["median_step_s"].items():
             size = o["bytes_per_step"].get(m)
+            rec = o["median_recording_cpu_s"].get(m)
             print(f"  {m:>11}: {s * 1e3:7.1f} ms/step wall, {o['median_step_cpu_s'][m] * 1e3:7.1f} ms/step CPU"
+                  + (f", of which recording {rec * 1e3:5.1f} ms" if rec is not None else "")
                   + (f", trace {size / 1e6:.2f} MB/step" if size else ""))
         print(f"traced/untraced, all phases: {o['ratio_all']:.2f} wall, {o['cpu_ratio_all']:.2f} CPU  (goal <= 1.3)")
         print(f"traced/untraced, --capture param: {o['ratio_param']:.3f} wall, {o['cpu_ratio_param']:.3f} CPU  "

@@ -85,6 +85,64 @@ def test_stats_match_float64_reference(dtype):
     assert nonfinite == 0
 
 
+def test_stats_accumulate_in_float64_not_in_float32_blocks():
+    # Half the values are 1 + 2**-23: every float64 partial sum is exact, but float32 partial sums
+    # (even of 8 values) round the 2**-23 parts away.
+    x = np.ones(1 << 20, np.float32)
+    x[::2] = 1 + 2**-23
+    assert float(np.add.reduce(x)) / x.size != 1 + 2**-24  # float32 accumulation is off ...
+    l2, mean, maxabs, nonfinite = stats(x)
+    assert mean == 1 + 2**-24  # ... float64 is exact here
+    ref = x.astype(np.float64)
+    assert l2 == pytest.approx(math.sqrt(math.fsum(ref * ref)), rel=1e-13)  # float32 sums: ~1e-7
+    assert (maxabs, nonfinite) == (1 + 2**-23, 0)
+
+
+@pytest.mark.parametrize("n", [1, 4095, 4096, 4097, 65536, 65537, 300_001])
+def test_stats_of_any_length_match_exact_sums(n):
+    x = (rng(n).standard_normal(n) * 3 + 1).astype(np.float32)  # rows, chunks and their tails
+    ref = x.astype(np.float64)
+    l2, mean, maxabs, nonfinite = stats(x)
+    assert l2 == pytest.approx(math.sqrt(math.fsum(ref * ref)), rel=1e-13)
+    assert mean == pytest.approx(math.fsum(ref) / n, rel=1e-12, abs=1e-15)
+    assert maxabs == np.abs(ref).max() and nonfinite == 0
+    assert stats(x[::-1].copy())[0] == pytest.approx(l2, rel=1e-13)
+
+
+@pytest.mark.parametrize("where", [0, 4095, 4096, 65535, 65536, 99_999])
+def test_stats_find_a_single_non_finite_value_anywhere(where):
+    x = rng().standard_normal(100_000).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[where] = bad
+        rest = np.delete(x, where).astype(np.float64)
+        l2, mean, maxabs, nonfinite = stats(y)
+        assert nonfinite == 1
+        assert l2 == pytest.approx(math.sqrt(math.fsum(rest * rest)), rel=1e-12)
+        assert mean == pytest.approx(rest.mean(), rel=1e-9, abs=1e-12)
+        assert maxabs == np.abs(rest).max()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64", "int64", "bool", "bfloat16", "complex64"])
+@pytest.mark.parametrize("n", [0, 5, 70_000])
+def test_writer_events_carry_exactly_digest_and_stats(tmp_path, dtype, n):
+    # TraceWriter.add reads a tensor once for both; the result must be the public functions' own.
+    x = rng(n).standard_normal(n) * 4
+    if dtype == "bfloat16":
+        arr = (x.astype(np.float32).view(np.int32) >> 16).astype(np.int16)
+    elif dtype == "bool":
+        arr = x > 0
+    else:
+        arr = x.astype(dtype)
+    if n and dtype.startswith("float"):
+        arr[n // 2] = np.nan
+    w = TraceWriter(tmp_path / "a.trace", {})
+    e = w.add(0, "forward", "x", arr, dtype=dtype)
+    w.close()
+    got = (e.l2, e.mean, e.maxabs, e.nonfinite)
+    assert e.digest == digest(arr, dtype) and got == stats(arr, dtype)
+
+
 def test_stats_count_non_finite_and_describe_the_finite_rest():
     x = np.array([3.0, np.nan, 4.0, np.inf, -np.inf], np.float32)
     l2, mean, maxabs, nonfinite = stats(x)
