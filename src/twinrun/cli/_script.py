@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_script_argument"]
+__all__ = ["add_script_argument", "whole_number"]
 
 
 def add_script_argument(parser: argparse.ArgumentParser, help: str = "the Python script to run") -> None:
@@ -36,3 +36,18 @@ def add_script_argument(parser: argparse.ArgumentParser, help: str = "the Python
         return ns, []
 
     parser.parse_known_args = parse_known_args
+
+
+def whole_number(minimum: int):
+    """An argparse ``type`` for whole numbers >= ``minimum`` (argparse names the option in its message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, not {text!r}")
+        return value
+
+    return parse

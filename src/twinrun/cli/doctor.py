@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from ._output import console, emit_json, progress
-from ._script import add_script_argument
+from ._script import add_script_argument, whole_number
 
 __all__ = ["register"]
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
-    return v
 
 
 def register(sub, common) -> None:
@@ -27,13 +15,13 @@ def register(sub, common) -> None:
                                    "time (seeds, data randomness, hash seed, kernels, threads) until they do not, "
                                    "and print the fix. When they repeat, test another thread count and lower CPU "
                                    "instruction sets. Exit 0 reproducible, 1 not, 2 bad input, 3 the script failed.")
-    p.add_argument("--max-steps", metavar="N", type=_positive_int, default=20,
+    p.add_argument("--max-steps", metavar="N", type=whole_number(1), default=20,
                    help="steps per run (default 20)")
     p.add_argument("--against", metavar="OTHER.trace", default=None,
                    help="a trace made on another machine: compare with it and try to reproduce it here")
     p.add_argument("--no-portability", action="store_true",
                    help="when the runs repeat, skip the thread-count and CPU-ISA reruns")
-    p.add_argument("--parallel", metavar="N", type=_positive_int, default=None,
+    p.add_argument("--parallel", metavar="N", type=whole_number(1), default=None,
                    help="runs at a time (default 2 where there are 2 cores or more)")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run that takes longer than this (exit 3)")

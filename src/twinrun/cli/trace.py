@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ._output import console, emit_json, progress, to_jsonable
-from ._script import add_script_argument
+from ._script import add_script_argument, whole_number
 
 __all__ = ["register"]
 
@@ -24,7 +24,7 @@ def _recording_options(p) -> None:
     g.add_argument("--every", metavar="N", default="1", help="record every Nth step (default 1)")
     g.add_argument("--max-steps", metavar="N", default=None,
                    help="end the script cleanly after N optimizer steps")
-    g.add_argument("--seed", metavar="S", default=None, type=_seed,
+    g.add_argument("--seed", metavar="S", default=None, type=whole_number(0),
                    help="call twinrun.seed_everything(S) before the script")
     g.add_argument("--deterministic", action="store_true",
                    help="call twinrun.deterministic() before the script")
@@ -36,18 +36,6 @@ def _recording_options(p) -> None:
                    help="with --against: do not stop at the first divergence")
     g.add_argument("--intervene", metavar="NAMES", default=None,
                    help="apply these twinrun.interventions (comma list) before the script")
-
-
-def _seed(text: str) -> int:
-    import argparse
-
-    try:
-        v = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be a whole number >= 0, not {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be a whole number >= 0, not {text!r}")
-    return v
 
 
 def register(sub, common) -> None:
