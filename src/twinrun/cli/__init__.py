@@ -26,9 +26,7 @@ _MODULES = [
     "twinrun.cli.diff",
     "twinrun.cli.doctor",
     "twinrun.cli.env",
-    "twinrun.cli.probe",
     "twinrun.cli.sweep",
-    "twinrun.cli.report",
 ]
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
@@ -55,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twinrun {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # command not built yet
-                continue
-            raise
-        module.register(sub, common)
+        importlib.import_module(name).register(sub, common)
     return parser
 
 
