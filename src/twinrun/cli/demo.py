@@ -28,28 +28,22 @@ def run(args) -> int:
     out.print(f"Seeding: root seed {s.get('root')} ({s.get('source')}); streams derive from it with "
               "NumPy's SeedSequence.")
     changed = [x for x in result.determinism.get("settings", []) if x.get("before") != x.get("after")]
-    from rich.table import Table
-
-    table = Table(title=f"twinrun.deterministic(threads=1) changed {len(changed)} setting(s)",
-                  title_justify="left", box=None, show_header=True, header_style="bold")
-    for col in ("setting", "before", "after"):
-        table.add_column(col, overflow="fold")
+    out.print(f"twinrun.deterministic(threads=1) changed {len(changed)} setting(s):")
     for x in changed:
-        table.add_row(x["name"], repr(x["before"]), repr(x["after"]))
-    out.print(table)
+        out.print(f"  {x['name']}: {x['before']!r} -> {x['after']!r}", markup=False)
     env = result.environment
     out.print("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None))
     for sc in result.scenarios:
         mark = "[green]as expected[/green]" if sc.as_expected else "[red]NOT as expected[/red]"
         verdict = "identical, bit for bit" if sc.identical else "they part"
         out.print(f"\n[bold]{sc.title}[/bold]: {verdict} ({mark})")
-        out.print(f"  {sc.sentence}")
+        out.print(f"  {sc.sentence}", markup=False)
     d = result.diagnosis
     if d:
         out.print(f"\n[bold]Why do the unseeded runs part?[/bold] twinrun doctor: cause [bold]{d['cause']}[/bold]"
                   f" ({'confirmed by intervention' if d.get('confirmed') else 'not confirmed'}, "
                   f"{d.get('reruns')} reruns, {d.get('seconds')} s)")
-        out.print(f"  Fix: {d['fix']}")
+        out.print(f"  Fix: {d['fix']}", markup=False)
     out.print("\nNext: [bold]twinrun check train.py[/bold] on your own script, "
               "[bold]twinrun doctor train.py[/bold] to find why runs part.")
     return 0 if result.ok else 1
