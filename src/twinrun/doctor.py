@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ._errors import ScriptFailedError, StructuralMismatchError, UsageError
+from .env import cpu_flags
 from .interventions import DATA_NAMES, ORDER_NAMES, parse_lines
 
 __all__ = ["CAUSES", "Diagnosis", "Experiment", "Plan", "diagnose", "framework_isa_plans", "frameworks_of",
@@ -649,17 +650,6 @@ def _probe(env_overrides: dict | None = None) -> dict:
         return {}
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def isa_emulations(probe: dict | None = None, flags: set[str] | None = None, environ=None) -> tuple[list[Plan], list[str]]:
     """The lower CPU instruction sets this machine can emulate, as plans, and why others cannot be.
 
@@ -667,7 +657,7 @@ def isa_emulations(probe: dict | None = None, flags: set[str] | None = None, env
     """
     environ = os.environ if environ is None else environ
     probe = _probe() if probe is None else probe
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     plans: list[Plan] = []
     why_not: list[str] = []
     if not probe:
@@ -773,7 +763,7 @@ def framework_isa_plans(fws, flags: set[str] | None = None, environ=None) -> tup
     from .frameworks.portability import ISA_ORDER, cpu_isa, variants
 
     environ = os.environ if environ is None else environ
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     fws = set(fws)
     own = cpu_isa(flags)
     plans: list[Plan] = []
@@ -849,7 +839,7 @@ def _portability(runner: _Runner, reference: str, checks, evidence: list[Experim
 
         rows = [_port_row(by[p.name]) for p in isa_plans]
         out["cpu-isa"] = {
-            "capability": probe.get("capability") or cpu_isa(_cpu_flags()),
+            "capability": probe.get("capability") or cpu_isa(cpu_flags()),
             "frameworks": sorted(fws & {"torch", "tensorflow", "keras", "jax"}),
             "stable": (all(r["identical"] for r in rows) if rows else None),
             "runs": rows,

@@ -35,6 +35,7 @@ __all__ = [
     "EnvDiff",
     "capture",
     "check_fingerprint",
+    "cpu_flags",
     "diff",
 ]
 
@@ -141,6 +142,11 @@ def _cpu() -> dict:
     flags = (fields.get("flags") or fields.get("features") or "").split()
     info["flags"] = sorted(f for f in set(flags) if _ISA_FLAGS.match(f))
     return info
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's numerics-relevant instruction-set flags, as ``capture()["cpu"]["flags"]`` lists them."""
+    return set(_cpu()["flags"])
 
 
 def _gpu() -> dict:
