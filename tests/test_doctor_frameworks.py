@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from twinrun.doctor import diagnose, framework_isa_plans
+from twinrun.env import cpu_flags
 from twinrun.frameworks.portability import ISA_ORDER, cpu_isa
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +40,6 @@ def check_passes(script: Path, *args) -> None:
                         *map(str, args)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["identical"] is True
-
-
-def _cpu_flags() -> set[str]:
-    from twinrun.doctor import _cpu_flags
-
-    return _cpu_flags()
 
 
 # --- Keras --------------------------------------------------------------------------------------
@@ -83,7 +78,7 @@ def test_keras_reproducible_with_onednn_and_isa_rows():
     settings = [r["setting"] for r in isa["runs"]]
     assert settings[0] == "TF_ENABLE_ONEDNN_OPTS=0"
     assert settings == [p.name for p in framework_isa_plans(["tensorflow", "keras"])[0]]
-    own = cpu_isa(_cpu_flags())
+    own = cpu_isa(cpu_flags())
     for s in settings[1:]:   # oneDNN caps, only below this CPU's own level
         wanted = s.split("=")[1].replace("SSE41", "SSE4_2")
         assert own is not None and ISA_ORDER.index(wanted) < ISA_ORDER.index(own)
@@ -117,7 +112,7 @@ def test_jax_reproducible_with_thread_and_xla_isa_rows():
     isa = d.portability["cpu-isa"]
     settings = [r["setting"] for r in isa["runs"]]
     assert settings == [p.name for p in framework_isa_plans(["jax"])[0]]
-    own = cpu_isa(_cpu_flags())
+    own = cpu_isa(cpu_flags())
     if own in (None, "SSE4_2"):
         assert settings == [] and isa["stable"] is None and "no level below" in isa["note"]
     else:
