@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +29,10 @@ def main() -> None:
     a = ap.parse_args()
     names = a.only.split(",") if a.only else EXAMPLES
     scripts = [(n, ROOT / "examples" / "nondeterminism" / f"{n}.py") for n in names if n != "demo"]
-    demo = ROOT / "src" / "twinrun" / "demo_cnn.py"
-    if (not a.only or "demo" in names) and demo.exists():
-        # A copy outside the package: run from src/twinrun/, its folder would shadow torch with twinrun/torch.py.
-        copy = Path(tempfile.mkdtemp(prefix="bench-doctor-")) / "demo_cnn.py"
-        shutil.copy(demo, copy)
-        scripts.append(("demo CNN (seeded)", copy))
+    if not a.only or "demo" in names:
+        from twinrun.demo import SCRIPT as demo
+
+        scripts.append(("demo CNN (seeded)", demo))
     for v in ("PYTHONHASHSEED", "OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"):
         os.environ.pop(v, None)
     print(f"twinrun doctor, --max-steps {a.max_steps}, {PARALLEL} runs at a time, {os.cpu_count()} cores")
