@@ -14,6 +14,10 @@ Every message names the file or value that is wrong and how to fix it, on one li
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_DIFFERENT",
+    "EXIT_OK",
+    "EXIT_SCRIPT_FAILED",
     "BadResultsError",
     "BadTraceError",
     "FrameworkMissingError",
@@ -24,10 +28,15 @@ __all__ = [
 ]
 
 
+# The command line's exit codes (DESIGN.md): success / reproducible, a divergence or a significant
+# difference, bad usage or input, the user's script failed.
+EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
+
+
 class TwinrunError(Exception):
     """Base of every error twinrun raises on purpose."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class UsageError(TwinrunError, ValueError):
@@ -49,7 +58,7 @@ class StructuralMismatchError(TwinrunError, ValueError):
 class ScriptFailedError(TwinrunError, RuntimeError):
     """The user's script exited non-zero or raised."""
 
-    exit_code = 3
+    exit_code = EXIT_SCRIPT_FAILED
 
 
 class FrameworkMissingError(TwinrunError, ImportError):

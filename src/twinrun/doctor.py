@@ -281,11 +281,9 @@ def diagnose(script, args: Sequence[str] = (), *, max_steps: int = 20, against=N
 
 
 def _open_against(against):
-    from .trace import Trace
+    from .runner import open_reference
 
-    if not Path(against).exists():
-        raise UsageError(f"--against trace {str(against)!r} does not exist; give a trace written by 'twinrun run'")
-    with Trace.open(against) as t:   # BadTraceError (exit 2) when it is not a trace
+    with open_reference(against) as t:   # BadTraceError (exit 2) when missing or not a trace
         if not t.steps():
             raise UsageError(f"--against trace {str(against)!r} has no recorded step; record one with "
                              "'twinrun run -o FILE script.py'")

@@ -29,12 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ._errors import BadTraceError, UsageError
+from ._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, BadTraceError, UsageError
 
-__all__ = ["RunResult", "RunOutcome", "launch", "run_script", "check_script", "default_trace_path",
-           "parse_capture", "EXIT_OK", "EXIT_DIVERGED", "EXIT_BAD_INPUT", "EXIT_SCRIPT_FAILED"]
+__all__ = ["RunResult", "RunOutcome", "launch", "run_script", "check_script", "open_reference", "default_trace_path",
+           "parse_capture"]
 
-EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
 
 
 @dataclass
@@ -122,7 +121,7 @@ def default_trace_path() -> str:
     return time.strftime("twinrun-%Y%m%d-%H%M%S.trace")
 
 
-def _open_reference(against) -> object:
+def open_reference(against) -> object:
     from .trace import Trace
 
     if against is None:
@@ -148,7 +147,7 @@ def run_script(script, args: Sequence[str] = (), *, trace_path=None, capture=Non
     max_steps = _positive("--max-steps", max_steps)
     threads = _positive("--threads", threads)
     phases = parse_capture(capture)
-    ref = _open_reference(against)
+    ref = open_reference(against)
     trace_path = str(trace_path or default_trace_path())
     names = _check_interventions(interventions)
 
@@ -198,7 +197,7 @@ def run_script(script, args: Sequence[str] = (), *, trace_path=None, capture=Non
             if getattr(recorder, "divergence", None) is not None:
                 outcome.extra["divergence"] = recorder.divergence
                 if outcome.exit_code == EXIT_OK:
-                    outcome.exit_code = EXIT_DIVERGED
+                    outcome.exit_code = EXIT_DIFFERENT
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:

@@ -93,14 +93,11 @@ def plan(seeds: int, *, vary: str = "all", design: str = "single", base_seed: in
 
 def script_identity(script: str | os.PathLike, args=()) -> dict:
     """Path, sha256 of the source and arguments: what makes two sweeps comparable run by run."""
-    path = Path(script).resolve()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"script {script} does not exist; give the path of a Python script") from None
-    except IsADirectoryError:
-        raise UsageError(f"{script} is a directory; give the path of a Python script") from None
-    return {"script": str(path), "script_sha256": hashlib.sha256(data).hexdigest(), "args": list(map(str, args))}
+    from .runner import check_script
+
+    path = check_script(script)
+    return {"script": str(path), "script_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "args": list(map(str, args))}
 
 
 # --- one run (runs in a worker: a thread here, or a Dask worker process elsewhere) -------------------

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from .._errors import TwinrunError
+from .._errors import EXIT_BAD_INPUT, TwinrunError
 
 __all__ = ["main", "build_parser"]
 
@@ -29,7 +29,6 @@ _MODULES = [
     "twinrun.cli.sweep",
 ]
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):

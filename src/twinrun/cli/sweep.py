@@ -6,8 +6,8 @@ import math
 
 from ._output import console, emit_json, progress
 from ._script import add_script_argument
+from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_SCRIPT_FAILED = 0, 1, 3
 
 
 def register(sub, common) -> None:

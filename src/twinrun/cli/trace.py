@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ._output import console, emit_json, progress, to_jsonable
 from ._script import add_script_argument, whole_number
+from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 
 __all__ = ["register"]
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT, EXIT_SCRIPT_FAILED = 0, 1, 2, 3
 
 
 def _recording_options(p) -> None:
@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
 # --- check ---------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
     from .._errors import UsageError
-    from ..runner import _open_reference, _positive, check_script, launch, parse_capture
+    from ..runner import open_reference, _positive, check_script, launch, parse_capture
 
     script = check_script(args.script)
     script_args = args.script_args
@@ -111,7 +111,7 @@ def cmd_check(args) -> int:
     parse_capture(args.capture)
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
-    ref = _open_reference(args.against)
+    ref = open_reference(args.against)
 
     if args.keep_traces:
         folder = Path(args.keep_traces)
