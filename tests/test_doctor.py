@@ -14,6 +14,7 @@ import pytest
 
 from twinrun.doctor import diagnose, isa_emulations
 from twinrun.interventions import NAMES, apply, parse_lines
+from helpers import run_twinrun
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples" / "nondeterminism"
@@ -30,8 +31,7 @@ def _user_env(monkeypatch):
 
 
 def twinrun(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "twinrun", *map(str, args)], capture_output=True, text=True,
-                          env=None if env is None else {**os.environ, **env}, timeout=600)
+    return run_twinrun(*args, env=env, timeout=600)
 
 
 def check_passes(script: Path) -> None:

@@ -17,14 +17,13 @@ import jax.numpy as jnp  # noqa: E402
 import twinrun  # noqa: E402
 import twinrun.jax  # noqa: E402
 from twinrun.trace import Trace, record  # noqa: E402
+from helpers import run_twinrun
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "examples" / "jax" / "mlp.py"
 
 
-def _twinrun(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "twinrun", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+_twinrun = run_twinrun
 
 
 def test_check_jax_mlp_repeats_and_records_tree_paths(tmp_path):

@@ -26,13 +26,13 @@ keras = pytest.importorskip("keras")
 
 import twinrun  # noqa: E402
 from twinrun.trace import Trace, record  # noqa: E402
+from helpers import run_twinrun
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _twinrun(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "twinrun", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+    return run_twinrun(*args, env=ENV, timeout=timeout)
 
 
 def _digits(n=256):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,18 +15,15 @@ pytest.importorskip("torch")
 from twinrun import runner  # noqa: E402
 from twinrun.compare import compare  # noqa: E402
 from twinrun.trace import Trace  # noqa: E402
+from helpers import TWINRUN, run_twinrun
 
 SCRIPTS = Path(__file__).parent / "scripts"
 CNN = SCRIPTS / "cnn_digits.py"
-TWINRUN = [sys.executable, "-m", "twinrun"]
 
 pytestmark = pytest.mark.slow
 
 
-def twinrun(*args, env=None, cwd=None, timeout=300):
-    full = {**os.environ, **(env or {})}
-    return subprocess.run([*TWINRUN, *map(str, args)], capture_output=True, text=True, env=full, cwd=cwd,
-                          timeout=timeout)
+twinrun = run_twinrun
 
 
 def one_line_error(r, *words):
