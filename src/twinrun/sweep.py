@@ -607,17 +607,12 @@ class ResultsComparison:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
-    def verdicts(self) -> list[str]:
-        return [m["verdict"] for m in self.metrics.values()]
-
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _verdict(metric: str, c, dir_source: str) -> str:
-    from .stats import MetricComparison  # noqa: F401 - type only
-
+def _verdict(metric: str, c) -> str:
     pct = round(100 * c.a.confidence)
     d = c.diff_mean
     stats_ = (f"mean {_fmt(c.a.mean.value)} vs {_fmt(c.b.mean.value)}, difference {d.value:+.3g} "
@@ -707,7 +702,7 @@ def compare_results(a: str | os.PathLike, b: str | os.PathLike | None = None, *,
                 c.decide(p)
                 if len(names_done) > 1:
                     c.notes.append(f"Holm-adjusted over {len(names_done)} metrics: p = {p:.2g}")
-                out[n]["verdict"] = _verdict(n, c, out[n]["direction_source"])
+                out[n]["verdict"] = _verdict(n, c)
                 significant |= c.significant
                 out[n]["comparison"] = c.to_dict()
         variance = None

@@ -8,7 +8,7 @@ Without an active recorder (the script run as plain ``python train.py``) every c
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
 
 __all__ = ["StepTracer"]
 
@@ -29,7 +29,6 @@ class StepTracer:
 
     def __init__(self, recorder=None):
         self._recorder = recorder
-        self._initialised = False
 
     # --- subclass API ----------------------------------------------------------------------------
     def _flatten(self, tree: Any) -> list[tuple[str, Any]]:
@@ -54,7 +53,6 @@ class StepTracer:
         rec = self.recorder
         if rec is None:
             return
-        self._initialised = True
         self._emit(rec, "init", params, prefix="")
 
     def step(self, *, batch: Any = None, params: Any = None, grads: Any = None, loss: Any = None,
@@ -92,7 +90,3 @@ class StepTracer:
             self._check_leaf(name, leaf)
             ps = per_sample and getattr(leaf, "ndim", 0) >= 1
             rec.event(phase, name, leaf, per_sample=ps)
-
-
-def join_path(keys: Iterable[Any], key_name: Callable[[Any], str]) -> str:
-    return ".".join(key_name(k) for k in keys)
