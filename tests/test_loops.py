@@ -33,7 +33,7 @@ LOOPS = Path(__file__).resolve().parent / "loops"
 sys.path.insert(0, str(LOOPS))
 
 from _truth import TRUTH_ENV, load
-from cases import CASES, Case
+from loop_cases import CASES, Case
 
 pytestmark = [pytest.mark.slow, pytest.mark.xfail(strict=False, reason="issue 10")]
 PARAMS = [pytest.param(c, id=c.id) for c in CASES]

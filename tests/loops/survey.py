@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python tests/loops/survey.py OUT.json [CASE ...]
 
-For each case (``tests/loops/cases.py``): ``twinrun run`` of the whole script (with the truth file
+For each case (``tests/loops/loop_cases.py``): ``twinrun run`` of the whole script (with the truth file
 written by the script itself), ``twinrun run --max-steps 3``, ``twinrun check --max-steps 3``
 seeded, unseeded, and unseeded with ``--seed 0``, and 1 vs 2 threads with ``--wide``
 (``twinrun run --threads 1`` / ``--threads 2``, then ``twinrun diff``; for JAX also ``taskset -c 0``
@@ -28,7 +28,7 @@ ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT / "src")]
 
 from _truth import load
-from cases import CASES, Case
+from loop_cases import CASES, Case
 
 from twinrun.trace import Trace
 
