@@ -422,3 +422,41 @@ def test_cli_freeze(tmp_path):
     theirs = write(tmp_path, "requirements.txt", "numpy==1.0\n")
     r = env_cli("freeze", "-o", str(theirs))
     assert r.returncode == 2 and "not written by twinrun env freeze" in r.stderr
+
+
+def test_uv_lock_follows_an_extra_of_a_dependency(tmp_path):
+    text = """\
+version = 1
+requires-python = ">=3.10"
+
+[[package]]
+name = "proj"
+version = "0.1.0"
+source = { editable = "." }
+dependencies = [{ name = "dask", extra = ["distributed"] }]
+
+[[package]]
+name = "dask"
+version = "2026.8.0"
+source = { registry = "https://pypi.org/simple" }
+
+[package.optional-dependencies]
+distributed = [{ name = "distributed" }]
+array = [{ name = "numpy" }]
+
+[[package]]
+name = "distributed"
+version = "2026.8.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "numpy"
+version = "2.4.6"
+source = { registry = "https://pypi.org/simple" }
+"""
+    lk = lock.read_lock(write(tmp_path, "uv.lock", text))
+    assert versions(lk, optional=False) == {"dask": "2026.8.0", "distributed": "2026.8.0"}
+    assert "numpy" not in versions(lk)  # dask's other extra was not asked for
+    broken = text.replace('[{ name = "distributed" }]', '[{ name = "nowhere" }]')
+    with pytest.raises(BadLockError, match="does not list"):
+        lock.read_lock(write(tmp_path, "uv.lock", broken))

@@ -406,6 +406,7 @@ def _read_uv(doc: dict, path: Path) -> tuple[list[LockedPackage], list[str]]:
         return next(iter(src), "registry") if isinstance(src, dict) else "registry"
 
     roots = [e for e in raw if source_kind(e) in ("editable", "virtual")]
+    root_ids = {id(e) for e in roots}
     required: dict[int, dict] = {}
     optional: dict[int, dict] = {}
 
@@ -419,7 +420,7 @@ def _read_uv(doc: dict, path: Path) -> tuple[list[LockedPackage], list[str]]:
             seen[id(e)] = e
             where = f"{path}: package {e['name']}"
             edges: list[tuple[dict, bool]] = [(d, is_opt) for d in e.get("dependencies", [])]
-            if e in roots:  # a project's extras and dev groups: chosen or not, the lock cannot say
+            if id(e) in root_ids:  # a project's extras and dev groups: chosen or not, the lock cannot say
                 for table in ("optional-dependencies", "dev-dependencies"):
                     for deps in (e.get(table) or {}).values():
                         edges += [(d, True) for d in deps]
@@ -435,7 +436,7 @@ def _read_uv(doc: dict, path: Path) -> tuple[list[LockedPackage], list[str]]:
                 todo.append((target, opt))
                 for extra in dep.get("extra", []):  # dask[distributed]: dask's own extra is needed too
                     for d in (target.get("optional-dependencies") or {}).get(extra, []):
-                        todo.append(({"name": "<extra>", "dependencies": [d]}, opt))
+                        todo.append(({"name": f"{target['name']}[{extra}]", "dependencies": [d]}, opt))
 
     if roots:
         walk([(e, False) for e in roots])
@@ -447,7 +448,7 @@ def _read_uv(doc: dict, path: Path) -> tuple[list[LockedPackage], list[str]]:
     for e in raw:
         if id(e) not in required and id(e) not in optional:
             continue
-        if e in roots:
+        if id(e) in root_ids:
             continue  # the project itself: its version is its source tree's
         kind = source_kind(e)
         where = f"{path}: package {e['name']}"
