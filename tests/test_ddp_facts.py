@@ -138,12 +138,13 @@ def test_gloo_allreduce_order_depends_on_placement_beyond_2_ranks():
 
 
 def test_a_sampler_seeded_per_rank_overlaps_and_misses_samples():
-    from torch.utils.data import DistributedSampler
+    from torch.utils.data import DistributedSampler, TensorDataset
 
-    n = 1797
+    n = 1797  # the digits
+    data = TensorDataset(torch.arange(n))
 
     def shards(seed_of_rank) -> list[set[int]]:
-        return [set(DistributedSampler(range(n), num_replicas=2, rank=r, seed=seed_of_rank(r), drop_last=True))
+        return [set(DistributedSampler(data, num_replicas=2, rank=r, seed=seed_of_rank(r), drop_last=True))
                 for r in (0, 1)]
 
     same = shards(lambda r: 0)

@@ -16,12 +16,13 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import xxhash
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -60,7 +61,7 @@ def digest(t: torch.Tensor) -> str:
     """xxh3-128 of dtype + shape + bytes: ``twinrun.trace.digest`` of the tensor's NumPy view."""
     a = t.detach().contiguous().numpy()
     h = xxhash.xxh3_128(f"{a.dtype}[{','.join(map(str, a.shape))}]".encode())
-    h.update(a)
+    h.update(a.data)  # the buffer itself, no copy
     return h.hexdigest()
 
 
@@ -94,7 +95,8 @@ class Dump:
         if self.file is not None:
             self.file.close()
             if self.values is not None:
-                np.savez(self.path.with_suffix(".npz"), **self.values)
+                arrays: dict[str, Any] = dict(self.values)
+                np.savez(self.path.with_suffix(".npz"), **arrays)
 
 
 def batches(loader: DataLoader, sampler=None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

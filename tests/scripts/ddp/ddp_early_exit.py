@@ -12,6 +12,7 @@ rank): it shows whether the rest hang, fail, and how the launcher reports it.
 import os
 import sys
 import time
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -33,7 +34,7 @@ def main() -> None:
     net = MLP(args.hidden)
     model = DDP(net)
     ds = digits()
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=args.batch // world, sampler=sampler, drop_last=True)
     t0 = time.perf_counter()
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def torchrun_command(script: str | os.PathLike, args: list[str], nproc: int = 2)
             str(script), *args]
 
 
-def run(cmd: list[str], env: dict[str, str | None] | None = None, timeout: float = 300,
+def run(cmd: list[str], env: Mapping[str, str | None] | None = None, timeout: float = 300,
         cwd: str | os.PathLike | None = None) -> Launch:
     """Run ``cmd`` with this environment plus ``env`` (None removes a variable), timed."""
     full = dict(os.environ)
@@ -53,7 +54,7 @@ def run(cmd: list[str], env: dict[str, str | None] | None = None, timeout: float
 EXIT_ABORT = "terminate called without an active exception"
 
 
-def torchrun(script: str, args: list[str], nproc: int = 2, env: dict[str, str | None] | None = None,
+def torchrun(script: str, args: list[str], nproc: int = 2, env: Mapping[str, str | None] | None = None,
              timeout: float = 300) -> Launch:
     """Launch ``HERE/script`` on ``nproc`` ranks; raise with the output when it fails.
 
@@ -68,7 +69,7 @@ def torchrun(script: str, args: list[str], nproc: int = 2, env: dict[str, str | 
     return r
 
 
-def single(script: str, args: list[str], env: dict[str, str | None] | None = None, timeout: float = 300) -> Launch:
+def single(script: str, args: list[str], env: Mapping[str, str | None] | None = None, timeout: float = 300) -> Launch:
     """Run ``HERE/script`` as one plain process."""
     r = run([sys.executable, str(HERE / script), *args], env=env, timeout=timeout)
     if r.returncode != 0:

@@ -10,6 +10,8 @@ on the optimizer step sees it only in the next step's parameters. The gradients 
 so the other parameters remain identical on every rank: only the rogue one parts.
 """
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from ddp_common import MLP, Dump, batches, digits, parser, rank_and_world, train
@@ -30,7 +32,7 @@ def main() -> None:
     net = MLP(args.hidden)
     model = DDP(net)
     ds = digits()
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=args.batch // world, sampler=sampler, drop_last=True)
     param = net.get_parameter(args.rogue_param)
 

@@ -7,6 +7,8 @@ parameters at construction); ``DistributedSampler(seed=seed)`` gives each rank i
 shuffled order. The DDP options expose the bucket settings that could change numerics.
 """
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from ddp_common import MLP, Dump, batches, digits, parser, rank_and_world, train
@@ -33,7 +35,7 @@ def main() -> None:
     model = DDP(net, gradient_as_bucket_view=args.gradient_as_bucket_view, static_graph=args.static_graph,
                 find_unused_parameters=args.find_unused_parameters, **ddp_kw)
     ds = digits()
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=args.batch // world, sampler=sampler, drop_last=True)
     loss = train(model, net, batches(loader, sampler), args.steps, args.lr, Dump(args.dump, rank, args.values))
     if rank == 0:

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -149,12 +150,12 @@ def topology_facts(folder: Path) -> dict:
     return out
 
 
-def replica_facts(folder: Path) -> dict:
+def replica_facts(folder: Path) -> dict[str, Any]:
     def differing(d: dict[int, list[dict]]) -> list[list[str]]:
         return [[n for n, v in d[0][i]["params"].items() if any(d[r][i]["params"][n] != v for r in d)]
                 for i in range(len(d[0]))]
 
-    out = {}
+    out: dict[str, Any] = {}
     ok = _train(folder, "rep-ok", [])
     out["ddp_train"] = {"first_divergence": h.replica_divergence(ok), "same_inputs": h.same_inputs(ok)}
     for when in ("before", "after"):

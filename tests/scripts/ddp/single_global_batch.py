@@ -9,13 +9,15 @@ mathematically the average DDP computes; the numbers part only by summation orde
 rows here, N GEMMs over B/N rows and an all-reduce there).
 """
 
+from typing import Any
+
 import torch
 from ddp_common import MLP, Dump, digits, parser, train
 from torch.utils.data import DataLoader, DistributedSampler
 
 
 def global_batches(ds, world: int, batch: int, seed: int):
-    samplers = [DistributedSampler(ds, num_replicas=world, rank=r, shuffle=True, seed=seed, drop_last=True)
+    samplers: list[DistributedSampler[Any]] = [DistributedSampler(ds, num_replicas=world, rank=r, shuffle=True, seed=seed, drop_last=True)
                 for r in range(world)]
     loaders = [DataLoader(ds, batch_size=batch // world, sampler=s, drop_last=True) for s in samplers]
     epoch = 0
