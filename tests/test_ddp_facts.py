@@ -196,8 +196,12 @@ def test_one_process_at_the_global_batch_parts_from_rank_0_in_the_last_bits(runs
 # --- a rank that leaves ------------------------------------------------------------------------------------------
 
 def test_a_rank_that_leaves_early_fails_its_peer_instead_of_hanging():
+    # os._exit(3): the rank's own code, without the exit-time abort that can turn a sys.exit into -6
     r = h.run(h.torchrun_command(DDP / "ddp_early_exit.py", ["--exit-rank", "1", "--exit-step", "1", "--code", "3"]),
-              timeout=300)
+              env={"EARLY_EXIT_HARD": "1"}, timeout=300)
     assert r.returncode == 1  # torchrun's own code: the rank's 3 is only in its log
-    assert "Connection closed by peer" in r.stderr
     assert "exitcode  : 3" in r.stderr
+    # the peer fails in its next all-reduce, or the launcher stops it first; gloo's own timeout
+    # (30 minutes) is never what ends it
+    assert "Connection closed by peer" in r.stderr or "SIGTERM" in r.stderr
+    assert r.seconds < 240

@@ -6,7 +6,8 @@ r"""DDP where one rank leaves early: what the other ranks and the launcher do th
 Rank ``--exit-rank`` stops after step ``--exit-step`` with exit code ``--code`` (``raise`` to raise
 instead) while the others go on into the next all-reduce. This is what a recorder does to a rank
 when it stops one rank only (``--max-steps`` reached on one rank, ``--against`` diverging on one
-rank): it shows whether the rest hang, fail, and how the launcher reports it.
+rank): it shows whether the rest hang, fail, and how the launcher reports it. With
+``EARLY_EXIT_HARD=1`` the rank leaves by ``os._exit`` (no interpreter finalization).
 """
 
 import os
