@@ -50,7 +50,7 @@ def seeded(runs) -> dict[int, list[dict]]:
 # --- launching --------------------------------------------------------------------------------------------
 
 def test_a_launched_rank_knows_its_place_before_init_process_group():
-    r = h.run(h.torchrun_command(DDP / "ddp_probe.py", []), env={"OMP_NUM_THREADS": None})
+    r = h.run_again_on_exit_abort(h.torchrun_command(DDP / "ddp_probe.py", []), env={"OMP_NUM_THREADS": None})
     assert r.returncode == 0, r.stderr[-3000:]
     rows = sorted((json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")), key=lambda x: x["rank"])
     assert [x["rank"] for x in rows] == [0, 1]

@@ -54,16 +54,24 @@ def run(cmd: list[str], env: Mapping[str, str | None] | None = None, timeout: fl
 EXIT_ABORT = "terminate called without an active exception"
 
 
+def run_again_on_exit_abort(cmd: list[str], env: Mapping[str, str | None] | None = None,
+                            timeout: float = 300) -> Launch:
+    """``run(cmd)``, once more when it failed only by the exit-time abort."""
+    r = run(cmd, env=env, timeout=timeout)
+    if r.returncode != 0 and EXIT_ABORT in r.stderr:
+        script = next((Path(c).name for c in cmd if str(c).endswith(".py")), cmd[-1])
+        print(f"{script}: a rank aborted at exit ({EXIT_ABORT!r}); launching again", file=sys.stderr)
+        r = run(cmd, env=env, timeout=timeout)
+    return r
+
+
 def torchrun(script: str, args: list[str], nproc: int = 2, env: Mapping[str, str | None] | None = None,
              timeout: float = 300) -> Launch:
     """Launch ``HERE/script`` on ``nproc`` ranks; raise with the output when it fails.
 
     A launch that failed only by the exit-time abort is run once more (its dumps are rewritten).
     """
-    r = run(torchrun_command(HERE / script, args, nproc), env=env, timeout=timeout)
-    if r.returncode != 0 and EXIT_ABORT in r.stderr:
-        print(f"{script}: a rank aborted at exit ({EXIT_ABORT!r}); launching again", file=sys.stderr)
-        r = run(torchrun_command(HERE / script, args, nproc), env=env, timeout=timeout)
+    r = run_again_on_exit_abort(torchrun_command(HERE / script, args, nproc), env=env, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr[-4000:]}")
     return r
