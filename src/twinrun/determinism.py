@@ -229,7 +229,7 @@ def current_settings() -> dict[str, Any]:
         for sw in adapter.switches(strict=False, threads=1):
             try:
                 values[sw.name] = sw.get()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - a header is written whatever one framework's getter does
                 values[sw.name] = f"<unreadable: {type(e).__name__}>"
         if values:
             out[adapter.name] = values

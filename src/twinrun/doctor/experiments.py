@@ -21,6 +21,7 @@ from ..comparison import diff
 from ..frameworks.base import Variant
 from ..options import RunOptions
 from ..runner import RunResult, launch
+from ..seeding import ENV_ROOT
 from .model import Act, Experiment
 
 __all__ = ["PARALLEL", "ExperimentRunner", "Plan"]
@@ -79,7 +80,10 @@ class ExperimentRunner:
             path = os.path.join(self.workdir, f"{self._n:02d}-{_slug(plan.name)}-{copy}.trace")
             opts = self.options.replace(output=path, seed=plan.seed, deterministic=plan.deterministic,
                                         threads=plan.threads, interventions=plan.interventions)
-            return launch(opts, env=dict(plan.env) or None, timeout=self.timeout)
+            env = dict(plan.env)
+            if plan.seed is not None and os.environ.get(ENV_ROOT):
+                env[ENV_ROOT] = str(plan.seed)   # one carrier: the experiment's seed, not a second one
+            return launch(opts, env=env or None, timeout=self.timeout)
 
         with ThreadPoolExecutor(max_workers=max(1, self.parallel)) as pool:
             futures = [pool.submit(one, job) for job in jobs]

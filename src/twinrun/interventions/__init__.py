@@ -35,7 +35,6 @@ __all__ = [
     "NAMES",
     "ORDER_NAMES",
     "STREAM",
-    "applied",
     "apply",
     "check_names",
     "registry",
@@ -71,11 +70,6 @@ def check_names(names: Iterable[str] | str) -> list[str]:
     if bad:
         raise UsageError(f"unknown intervention {bad[0]!r}; choose from {', '.join(NAMES)}")
     return out
-
-
-def applied() -> list[str]:
-    """The interventions applied in this process, in order."""
-    return CONTEXT.applied()
 
 
 def apply(names: Iterable[str] | str) -> list[str]:

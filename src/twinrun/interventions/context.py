@@ -61,9 +61,6 @@ class Context:
         iv.apply(self)
         self._applied.append(iv.name)
 
-    def applied(self) -> list[str]:
-        return list(self._applied)
-
     # --- seeds ---
     def seeds(self) -> Seeds:
         """The active Seeds (``--seed``), else those of ``TWINRUN_SEED`` (0 when unset)."""
