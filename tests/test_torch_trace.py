@@ -13,7 +13,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import twinrun  # noqa: E402
-from twinrun.frameworks.torch_trace import unwatch, watch  # noqa: E402
+from twinrun.frameworks.torch.tracing import unwatch, watch  # noqa: E402
 from twinrun.trace import Trace  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))

@@ -368,6 +368,14 @@ class Trace:
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
         return [_event(r, self.path) for r in rows]
 
+    def event_counts(self) -> dict[int, dict[str, int]]:
+        """``{step: {phase: number of events}}`` of the committed steps, in one query."""
+        out: dict[int, dict[str, int]] = {s: {} for s in self.steps()}
+        for step, phase, n in self._query("SELECT step, phase, COUNT(*) FROM events WHERE step IN "
+                                          "(SELECT step FROM steps) GROUP BY step, phase"):
+            out.setdefault(int(step), {})[str(phase)] = int(n)
+        return out
+
     def value(self, event: Event) -> np.ndarray | None:
         """The kept value of ``event`` as a read-only array, or None when it was not kept.
 
