@@ -12,6 +12,7 @@ EXPECTED = [
     "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
     "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
     "__version__", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "record", "seed_everything",
+    "step",
 ]
 
 

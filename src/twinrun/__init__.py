@@ -33,6 +33,7 @@ _LAZY = {
     "deterministic": "twinrun.determinism",
     "Trace": "twinrun.trace",
     "record": "twinrun.recording",
+    "step": "twinrun.recording",
     "Comparison": "twinrun.comparison",
     "diff": "twinrun.comparison",
     "compare_sweeps": "twinrun.sweep",
@@ -60,6 +61,7 @@ __all__ = [
     "log_metric",
     "record",
     "seed_everything",
+    "step",
 ]
 
 

@@ -59,6 +59,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+    if result.stepless:   # the script ran, but its trace can be compared with nothing: say why, what to do
+        print(f"twinrun run: warning: {result.no_step_reason()}; the trace {result.trace_path} holds no step",
+              file=sys.stderr)
     if args.json:
         emit_json(result)
     else:
@@ -160,6 +163,13 @@ def _run_line(i: int, n: int, r: RunResult) -> str:
 
 def _failure(args: argparse.Namespace, r: RunResult, i: int) -> int | None:
     """Exit code when run ``i`` did not produce a comparable trace, after telling the user why."""
+    if r.stepless:
+        # Two runs without a step cannot be compared: twinrun cannot tell, and says so.
+        why = r.no_step_reason()
+        if args.json:
+            emit_json({"identical": None, "no_step": True, "failed_run": i, "reason": why, "runs": [_run_info(r)]})
+        print(f"twinrun check: run {i} of the script: {why}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if r.exit_code in (EXIT_OK, EXIT_DIFFERENT) and r.status in ("complete", "stopped", "diverged"):
         return None
     if r.exit_code == EXIT_BAD_INPUT:

@@ -89,12 +89,13 @@ def run_script(options: RunOptions) -> RunResult:
             except Exception as e:  # noqa: BLE001 - a process boundary: the user's script failed (exit 3)
                 _print_user_traceback(e, path)
                 result.exit_code, result.error = EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}"
-            result.steps = recorder.step
             if result.exit_code == EXIT_SCRIPT_FAILED:
                 recorder.close("failed")
             else:
                 recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
+            result.steps = recorder.step   # after close: a last update by hand ends its step there
             result.status = recorder.writer.status
+            result.seen = dict(recorder.seen)
             if recorder.divergence is not None:
                 result.divergence = recorder.divergence_record()
                 if result.exit_code == EXIT_OK:
