@@ -238,7 +238,9 @@ def fmt(x: Any, digits: int = 3) -> str:
     a = abs(x)
     if 1e-3 <= a < 1e5:
         return f"{x:.{digits}g}"
-    return f"{x:.{max(digits - 1, 1)}e}"
+    from ._svg import sci
+
+    return sci(x, digits)
 
 
 def fmt_int(x: Any) -> str:

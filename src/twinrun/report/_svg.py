@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from ._html import Child, Safe, el, frag, num
 
-__all__ = ["PATTERNS", "STYLES", "Chart", "Scale", "fmt_tick", "legend", "log_ticks", "marker", "nice_ticks"]
+__all__ = ["BAR_FILLS", "PATTERNS", "STYLES", "Chart", "Scale", "band", "clip", "fmt_tick", "legend",
+           "log_ticks", "marker", "nice_range", "nice_ticks", "polyline", "sci", "svg_text"]
 
 # (colour, marker, dash): Okabe-Ito colours, distinct shapes, distinct dashes.
 STYLES = [
@@ -133,14 +134,26 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     return ticks
 
 
+_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def sci(v: float, digits: int = 3) -> str:
+    """Scientific notation as printed in papers: ``8.26×10⁻⁸``, ``10⁻⁷`` for a power of ten."""
+    m, e = f"{v:.{max(digits - 1, 0)}e}".split("e")
+    power = "10" + str(int(e)).translate(_SUP)
+    mant = m.rstrip("0").rstrip(".") if "." in m else m
+    if mant in ("1", "-1"):
+        return power if mant == "1" else "−" + power
+    return f"{mant.replace('-', '−')}×{power}"
+
+
 def fmt_tick(v: float) -> str:
     """Tick label: short, exact enough to read, the same text for the same value."""
     if v == 0:
         return "0"
     a = abs(v)
     if a >= 1e5 or a < 1e-3:
-        m, e = f"{v:.0e}".split("e")
-        return f"{m}e{int(e)}"
+        return sci(v, 1)
     if float(v).is_integer():
         return f"{int(v):,}"
     return f"{v:.4g}"
@@ -168,7 +181,7 @@ def marker(shape: str, x: float, y: float, colour: str, size: float = 4.0, hollo
     return el("path", {"d": d, "stroke": colour, "stroke-width": 2, "fill": "none"})
 
 
-def _text(x: float, y: float, s: str, *, anchor: str = "start", size: int = FONT, cls: str | None = None,
+def svg_text(x: float, y: float, s: str, *, anchor: str = "start", size: int = FONT, cls: str | None = None,
           weight: str | None = None, rotate: bool = False) -> Safe:
     attrs = {"x": num(x), "y": num(y), "text-anchor": anchor if anchor != "start" else None,
              "font-size": size if size != FONT else None, "class": cls, "font-weight": weight,
@@ -196,7 +209,7 @@ def legend(items: Sequence[tuple[str, int]], x: float, y: float, *, bars: bool =
                                    "stroke": colour, "stroke-width": 2, "stroke-dasharray": dash or None}))
             out.append(marker(shape, cx + 11, y - 3, colour))
         text = clip(label, max_width / max(len(items), 1) - 40)
-        out.append(_text(cx + 28, y + 1, text))
+        out.append(svg_text(cx + 28, y + 1, text))
         cx += 28 + len(text) * FONT * 0.58 + 18
     return frag(out)
 
@@ -243,17 +256,17 @@ class Chart:
             if ygrid:
                 out.append(el("line", {"x1": x0, "x2": x1, "y1": num(py), "y2": num(py), "class": "grid"}))
             out.append(el("line", {"x1": x0 - 4, "x2": x0, "y1": num(py), "y2": num(py), "class": "tick"}))
-            out.append(_text(x0 - 7, py + 4, label, anchor="end", cls="tl"))
+            out.append(svg_text(x0 - 7, py + 4, label, anchor="end", cls="tl"))
         xt = xticks if xticks is not None else [(v, fmt_tick(v)) for v in self.x.ticks()]
         for v, label in xt:
             px = self.x(v)
             if xgrid:
                 out.append(el("line", {"x1": num(px), "x2": num(px), "y1": y0, "y2": y1, "class": "grid"}))
             out.append(el("line", {"x1": num(px), "x2": num(px), "y1": y1, "y2": y1 + 4, "class": "tick"}))
-            out.append(_text(px, y1 + 16, label, anchor="middle", cls="tl"))
+            out.append(svg_text(px, y1 + 16, label, anchor="middle", cls="tl"))
         out.append(el("path", {"d": f"M{x0} {y0}V{y1}H{x1}", "class": "axis"}))
-        out.append(_text((x0 + x1) / 2, self.height - 8, xlabel, anchor="middle", cls="al"))
-        out.append(_text(15, (y0 + y1) / 2, ylabel, anchor="middle", cls="al", rotate=True))
+        out.append(svg_text((x0 + x1) / 2, self.height - 8, xlabel, anchor="middle", cls="al"))
+        out.append(svg_text(15, (y0 + y1) / 2, ylabel, anchor="middle", cls="al", rotate=True))
         self.marks.insert(0, frag(out))
 
     def add(self, *marks: Child) -> None:

@@ -15,7 +15,6 @@ from ._svg import (
     BAR_FILLS,
     STYLES,
     Chart,
-    _text,
     band,
     clip,
     fmt_tick,
@@ -23,6 +22,7 @@ from ._svg import (
     marker,
     nice_range,
     polyline,
+    svg_text,
 )
 
 __all__ = ["build"]
@@ -127,7 +127,7 @@ def _groups(doc: dict) -> list[tuple[str, list[tuple[str, dict, int]]]]:
         rows = grouped.setdefault(base, [])
         style = ["init", "data", "none"].index(arm) if arm in ("init", "data", "none") else len(rows)
         rows.append((f"{arm} arm" if arm else "A", s, style))
-    return list(grouped.items())
+    return [(name, sorted(rows, key=lambda r: r[2])) for name, rows in grouped.items()]
 
 
 # --- interval estimates ------------------------------------------------------------------------------
@@ -171,13 +171,14 @@ def _finite(x: Any) -> bool:
 def _interval_chart(ident: str, name: str, rows: list[tuple[str, dict, int]]) -> Safe:
     panels = len(_STATS)
     lab_w = 74
-    pw = (640 - lab_w - 12) / panels
+    width = 960
+    pw = (width - lab_w - 12) / panels
     gap = 30
     rh = 26
     height = 40 + rh * len(rows) + 46
     c = Chart(ident, f"Interval estimates of {name}",
               f"Mean, median and IQM of {name} for each arm with 95% bootstrap intervals.",
-              height=height, left=lab_w, top=34)
+              width=width, height=height, left=lab_w, top=34)
     out: list[Child] = []
     for pi, (key, word) in enumerate(_STATS):
         x0 = lab_w + pi * pw + 8
@@ -188,17 +189,17 @@ def _interval_chart(ident: str, name: str, rows: list[tuple[str, dict, int]]) ->
         lo, hi = nice_range(min(vals), max(vals), 3)
         sx = lambda v, lo=lo, hi=hi, x0=x0, x1=x1: x0 + (v - lo) / (hi - lo) * (x1 - x0)
         y0, y1 = 34, 34 + rh * len(rows)
-        out.append(_text((x0 + x1) / 2, 22, word, anchor="middle", weight="650"))
+        out.append(svg_text((x0 + x1) / 2, 22, word, anchor="middle", weight="650"))
         for t in _ticks(lo, hi):
             px = sx(t)
             out.append(el("line", {"x1": num(px), "x2": num(px), "y1": y0, "y2": y1, "class": "grid"}))
-            out.append(_text(px, y1 + 14, fmt_tick(t), anchor="middle", cls="tl"))
+            out.append(svg_text(px, y1 + 14, fmt_tick(t), anchor="middle", cls="tl"))
         out.append(el("path", {"d": f"M{num(x0)} {y1}H{num(x1)}", "class": "axis"}))
         for ri, (lab, s, style) in enumerate(rows):
             e = s.get(key) or {}
             y = y0 + rh * ri + rh / 2
             if pi == 0:
-                out.append(_text(lab_w - 6, y + 4, clip(lab, lab_w - 8), anchor="end"))
+                out.append(svg_text(lab_w - 6, y + 4, clip(lab, lab_w - 8), anchor="end"))
             if _finite(e.get("low")) and _finite(e.get("high")):
                 a, b = sx(e["low"]), sx(e["high"])
                 out.append(el("rect", {"x": num(min(a, b)), "y": num(y - 6), "width": num(max(abs(b - a), 1.5)),
@@ -208,10 +209,15 @@ def _interval_chart(ident: str, name: str, rows: list[tuple[str, dict, int]]) ->
             if _finite(e.get("value")):
                 shape = STYLES[style % len(STYLES)][1]
                 out.append(marker(shape, sx(e["value"]), y, "#000", 3.2))
-    out.append(_text(lab_w + (640 - lab_w) / 2, height - 10, f"{name} (as logged by the script)", anchor="middle",
+    out.append(svg_text(lab_w + (width - lab_w) / 2, height - 10, f"{name} (as logged by the script)", anchor="middle",
                      cls="al"))
     c.add(*out)
     return c.render()
+
+
+def _short(arm: str) -> str:
+    """An arm's name in a legend: "init" for "init arm"."""
+    return arm.removesuffix(" arm")
 
 
 def _triple(e: Any) -> list[float]:
@@ -245,7 +251,7 @@ def _improvement(metrics: dict) -> Safe:
                       "stroke-dasharray": "5 3"}))
     for i, (name, e, direction) in enumerate(rows):
         y = c.y(len(rows) - i - 0.5)
-        c.add(_text(lab_w - 8, y + 4, clip(name, lab_w - 12), anchor="end"))
+        c.add(svg_text(lab_w - 8, y + 4, clip(name, lab_w - 12), anchor="end"))
         if _finite(e.get("low")) and _finite(e.get("high")):
             c.add(el("rect", {"x": num(c.x(e["low"])), "y": num(y - 6), "width": num(max(c.x(e["high"]) - c.x(e["low"]), 1.5)),
                               "height": 12, "fill": BAR_FILLS[0], "fill-opacity": 0.7, "stroke": "#222",
@@ -253,7 +259,7 @@ def _improvement(metrics: dict) -> Safe:
                      el("title", None, f"{name}: {_est(e)} ({direction})")))
         if _finite(e.get("value")):
             c.add(marker("diamond", c.x(e["value"]), y, "#000", 4))
-            c.add(_text(c.x(e["value"]), y - 10, fmt(e["value"], 2), anchor="middle", cls="tl"))
+            c.add(svg_text(c.x(e["value"]), y - 10, fmt(e["value"], 2), anchor="middle", cls="tl"))
     return figure(c.render(), "Right of the dashed line: A tends to beat B; left: B tends to beat A. 'Better' follows "
                               "each metric's direction (higher or lower is better), as listed under Tests.")
 
@@ -307,9 +313,14 @@ def _profiles(doc: dict, files: list[dict], arms: list, two: bool) -> tuple[Safe
             c.add(polyline(pts, colour, dash))
             for v, f in zip(p["values"], p["fraction"]):
                 c.add(marker(shape, c.x(v), c.y(f), colour, 3.2))
-        c.add(legend([(f"{arm[0]} (n = {p['n']})", arm[1]) for arm, p in series], c.left + 4, 16))
-        parts.append(figure(c.render(), f"Each marker is one run. {'Higher' if higher is not False else 'Lower'} "
-                                        f"{name} is better" + (" (assumed)" if higher is None else "") + "."))
+        c.add(legend([(f"{_short(arm[0])} (n = {p['n']})", arm[1]) for arm, p in series], c.left + 4, 16,
+                     max_width=c.width - c.left))
+        if higher is None:   # one file: no direction was chosen, so nothing is called better
+            cap = f"Each marker is one run: the fraction of runs whose final {name} is at least that value."
+        else:
+            cap = (f"Each marker is one run. {'Higher' if higher else 'Lower'} {name} is better "
+                   f"({doc['metrics'][name].get('direction_source')}).")
+        parts.append(figure(c.render(), cap))
     if not parts:
         return unavailable("No finished run has a finite final value of any metric."), data
     return el("div", {"class": "grid2"}, parts), data
@@ -373,8 +384,9 @@ def _curves(doc: dict, files: list[dict], arms: list) -> tuple[Safe, dict]:
             every = max(1, math.ceil(len(pts) / 12))
             for i in range(0, len(pts), every):
                 c.add(marker(shape, pts[i][0], pts[i][1], colour, 3.2))
-        c.add(legend([(f"{arm[0]} (runs: {min(lc['n'])}–{max(lc['n'])})" if min(lc['n']) != max(lc['n'])
-                       else f"{arm[0]} ({lc['n'][0]} runs)", arm[1]) for arm, lc in series], c.left + 4, 16))
+        c.add(legend([(f"{_short(arm[0])} (n = {min(lc['n'])}–{max(lc['n'])})" if min(lc['n']) != max(lc['n'])
+                       else f"{_short(arm[0])} (n = {lc['n'][0]})", arm[1]) for arm, lc in series], c.left + 4, 16,
+                     max_width=c.width - c.left))
         parts.append(figure(c.render(), "Line: IQM across runs; band (thin dashed edges): 95% percentile-bootstrap "
                                         "interval over runs, 2,000 resamples. Markers show the series' shape, not "
                                         "every point."))
@@ -429,6 +441,7 @@ def _variance(variance: dict) -> Safe:
             continue
         shares = v.get("shares") or {}
         srcs = [s for s in ("init", "data", "none") if s in shares]
+        parts.append(el("h3", None, name))
         lab_w = 220
         c = Chart(f"variance-{mi}", f"Share of the variance of {name} by source",
                   f"For {name}, the share of seed-to-seed variance from each source with 95% intervals.",
@@ -440,9 +453,9 @@ def _variance(variance: dict) -> Safe:
         for i, s in enumerate(srcs):
             e = shares[s]
             y = c.y(len(srcs) - i - 0.5)
-            c.add(_text(lab_w - 8, y + 4, _SOURCE_WORDS.get(s, s), anchor="end"))
+            c.add(svg_text(lab_w - 8, y + 4, _SOURCE_WORDS.get(s, s), anchor="end"))
             if not _finite(e.get("value")):
-                c.add(_text(c.x(0) + 6, y + 4, "undefined (no arm varies)", cls="tl"))
+                c.add(svg_text(c.x(0) + 6, y + 4, "undefined (no arm varies)", cls="tl"))
                 continue
             w = c.x(100 * e["value"]) - c.x(0)
             ci = _finite(e.get("low")) and _finite(e.get("high"))
@@ -457,7 +470,7 @@ def _variance(variance: dict) -> Safe:
                 c.add(el("path", {"d": f"M{num(a)} {num(y)}H{num(b)}M{num(a)} {num(y - 5)}V{num(y + 5)}"
                                        f"M{num(b)} {num(y - 5)}V{num(y + 5)}", "stroke": "#000", "stroke-width": 1.4,
                                   "fill": "none"}))
-            c.add(_text(min(right + 6, c.width - 40), y + 4, _pct(e["value"]), cls="tl"))
+            c.add(svg_text(min(right + 6, c.width - 40), y + 4, _pct(e["value"]), cls="tl"))
         cap = ("Variances (ddof 1): " + ", ".join(f"{s} {fmt((v.get('variances') or {}).get(s))}" for s in srcs)
                + "; runs per arm: " + ", ".join(f"{s} {fmt_int((v.get('n') or {}).get(s))}" for s in srcs) + ".")
         parts.append(figure(c.render(), cap))

@@ -27,6 +27,7 @@ __all__ = [
     "NOT_COMPARED",
     "NOT_RECORDED",
     "SOME_DIFFER",
+    "diff_data",
     "divergence_map",
     "kind_of",
     "sweep_runs",
@@ -86,13 +87,28 @@ def kind_of(path: str | os.PathLike) -> str:
 
 
 # --- traces ---------------------------------------------------------------------------------------
+def diff_data(a: str | os.PathLike, b: str | os.PathLike, *, phases: list[str] | None = None,
+              first: tuple[int, int] | None = None) -> dict:
+    """Everything the diff page reads from two traces, each opened once: ``{"traces", "map", "ulp"}``
+    (``ulp`` only when ``first`` names the first divergence as ``(step, index)``)."""
+    with _open_trace(a) as ta, _open_trace(b) as tb:
+        out = {"traces": [_info(ta, a), _info(tb, b)], "map": _map(ta, tb, phases, MAP_MAX_COLUMNS)}
+        if first is not None:
+            out["ulp"] = _ulp(ta, tb, *first)
+    return out
+
+
 def trace_info(path: str | os.PathLike) -> dict:
     """What a reader wants to know of one trace: file, script, arguments, status, steps."""
     with _open_trace(path) as t:
-        h = t.header if isinstance(t.header, dict) else {}
-        return {"path": str(path), "file": Path(path).name, "status": t.status, "steps": len(t.steps()),
-                "script": h.get("script"), "script_args": h.get("script_args"),
-                "twinrun": h.get("twinrun"), "command": h.get("twinrun_command")}
+        return _info(t, path)
+
+
+def _info(t: Any, path: str | os.PathLike) -> dict:
+    h = t.header if isinstance(t.header, dict) else {}
+    return {"path": str(path), "file": Path(path).name, "status": t.status, "steps": len(t.steps()),
+            "script": h.get("script"), "script_args": h.get("script_args"),
+            "twinrun": h.get("twinrun"), "command": h.get("twinrun_command")}
 
 
 def divergence_map(a: str | os.PathLike, b: str | os.PathLike, *, phases: list[str] | None = None,
@@ -104,37 +120,41 @@ def divergence_map(a: str | os.PathLike, b: str | os.PathLike, *, phases: list[s
     run-length encoded: ``[[first_column, columns, state], ...]``. After a structural mismatch the
     remaining cells are ``NOT_COMPARED``, as in the comparison itself.
     """
-    keep = set(phases) if phases else None
     with _open_trace(a) as ta, _open_trace(b) as tb:
-        common = sorted(set(ta.steps()) & set(tb.steps()))
-        rows: OrderedDict[tuple[str, str], int] = OrderedDict()
-        cells: list[dict[int, int]] = []   # per row: step position -> state
-        first: tuple[int, int] | None = None
-        first_event: dict | None = None
-        broken: dict | None = None
-        for pos, step in enumerate(common):
-            ea = [e for e in ta.events(step) if keep is None or e.phase in keep]
-            eb = [e for e in tb.events(step) if keep is None or e.phase in keep]
-            for i in range(max(len(ea), len(eb))):
-                x = ea[i] if i < len(ea) else None
-                y = eb[i] if i < len(eb) else None
-                if x is None or y is None or not x.same_kind(y):
-                    e = x or y
-                    broken = {"step": step, "index": i, "position": pos,
-                              "phase": None if e is None else e.phase, "name": None if e is None else e.name}
-                    break
-                key = (x.phase, x.name)
-                if key not in rows:
-                    rows[key] = len(rows)
-                    cells.append({})
-                r = rows[key]
-                differ = x.digest != y.digest
-                cells[r][pos] = DIFFER if differ else IDENTICAL
-                if differ and first is None:
-                    first = (r, pos)
-                    first_event = {"step": step, "index": x.index, "phase": x.phase, "name": x.name}
-            if broken is not None:
+        return _map(ta, tb, phases, max_columns)
+
+
+def _map(ta: Any, tb: Any, phases: list[str] | None, max_columns: int) -> dict:
+    keep = set(phases) if phases else None
+    common = sorted(set(ta.steps()) & set(tb.steps()))
+    rows: OrderedDict[tuple[str, str], int] = OrderedDict()
+    cells: list[dict[int, int]] = []   # per row: step position -> state
+    first: tuple[int, int] | None = None
+    first_event: dict | None = None
+    broken: dict | None = None
+    for pos, step in enumerate(common):
+        ea = [e for e in ta.events(step) if keep is None or e.phase in keep]
+        eb = [e for e in tb.events(step) if keep is None or e.phase in keep]
+        for i in range(max(len(ea), len(eb))):
+            x = ea[i] if i < len(ea) else None
+            y = eb[i] if i < len(eb) else None
+            if x is None or y is None or not x.same_kind(y):
+                e = x or y
+                broken = {"step": step, "index": i, "position": pos,
+                          "phase": None if e is None else e.phase, "name": None if e is None else e.name}
                 break
+            key = (x.phase, x.name)
+            if key not in rows:
+                rows[key] = len(rows)
+                cells.append({})
+            r = rows[key]
+            differ = x.digest != y.digest
+            cells[r][pos] = DIFFER if differ else IDENTICAL
+            if differ and first is None:
+                first = (r, pos)
+                first_event = {"step": step, "index": x.index, "phase": x.phase, "name": x.name}
+        if broken is not None:
+            break
     n = len(common)
     width = max(1, math.ceil(n / max_columns)) if n else 1
     ncols = math.ceil(n / width) if n else 0
@@ -190,17 +210,21 @@ def ulp_histogram(a: str | os.PathLike, b: str | os.PathLike, step: int, index: 
     ``{"available": False, "why": ...}`` when the values were not kept or are not floating point.
     """
     with _open_trace(a) as ta, _open_trace(b) as tb:
-        ea = next((e for e in ta.events(step) if e.index == index), None)
-        eb = next((e for e in tb.events(step) if e.index == index), None)
-        if ea is None or eb is None:
-            return {"available": False, "why": f"event {index} of step {step} is not in both traces"}
-        base = {"step": step, "index": index, "phase": ea.phase, "name": ea.name, "dtype": ea.dtype,
-                "size": ea.size}
-        if not ea.dtype.startswith(_FLOAT_NAMES):
-            return {**base, "available": False,
-                    "why": f"the values are {ea.dtype}: ULP distances apply to floating-point values"}
-        va = ta.value(ea) if ea.has_value else None
-        vb = tb.value(eb) if eb.has_value else None
+        return _ulp(ta, tb, step, index)
+
+
+def _ulp(ta: Any, tb: Any, step: int, index: int) -> dict:
+    ea = next((e for e in ta.events(step) if e.index == index), None)
+    eb = next((e for e in tb.events(step) if e.index == index), None)
+    if ea is None or eb is None:
+        return {"available": False, "why": f"event {index} of step {step} is not in both traces"}
+    base = {"step": step, "index": index, "phase": ea.phase, "name": ea.name, "dtype": ea.dtype,
+            "size": ea.size}
+    if not ea.dtype.startswith(_FLOAT_NAMES):
+        return {**base, "available": False,
+                "why": f"the values are {ea.dtype}: ULP distances apply to floating-point values"}
+    va = ta.value(ea) if ea.has_value else None
+    vb = tb.value(eb) if eb.has_value else None
     if va is None or vb is None:
         return {**base, "available": False,
                 "why": "the values of this tensor were not kept in the traces (larger than the value threshold, "

@@ -12,12 +12,12 @@ from ._svg import (
     BAR_FILLS,
     STYLES,
     Chart,
-    _text,
     clip,
     fmt_tick,
     marker,
     nice_range,
     polyline,
+    svg_text,
 )
 
 __all__ = ["build"]
@@ -35,10 +35,8 @@ def build(kind: str, document: dict, sources: dict) -> tuple[Lead, list[Section]
     fd = doc.get("first_divergence")
     gathered: dict[str, Any] = {}
     if a is not None and b is not None:
-        gathered["traces"] = [D.trace_info(a), D.trace_info(b)]
-        gathered["map"] = D.divergence_map(a, b, phases=doc.get("phases"))
-        if fd and fd.get("step") is not None and fd.get("index") is not None:
-            gathered["ulp"] = D.ulp_histogram(a, b, int(fd["step"]), int(fd["index"]))
+        first = (int(fd["step"]), int(fd["index"])) if fd and fd.get("index") is not None else None
+        gathered.update(D.diff_data(a, b, phases=doc.get("phases"), first=first))
     tone = "good" if identical else ("bad" if identical is False else "none")
     verdict = "IDENTICAL" if identical else ("DIFFERENT" if identical is False else "NOT COMPARED")
     if doc.get("different_models"):
@@ -166,8 +164,8 @@ def _map_section(m: dict | None, doc: dict) -> Safe:
     for c, (lo, hi) in enumerate(m["columns"]):
         if c % every == 0 or c == ncols - 1 and c % every > every // 2:
             text = str(lo) if lo == hi else f"{lo}"
-            out.append(_text(x0 + c * cw + cw / 2, top - 8, text, anchor="middle", cls="lbl"))
-    out.append(_text(x0, top - 22, "step" + (f" (columns of {m['bin']} steps)" if m["bin"] > 1 else "") + " →",
+            out.append(svg_text(x0 + c * cw + cw / 2, top - 8, text, anchor="middle", cls="lbl"))
+    out.append(svg_text(x0, top - 22, "step" + (f" (columns of {m['bin']} steps)" if m["bin"] > 1 else "") + " →",
                      cls="ph"))
     last_phase = None
     for r, row in enumerate(m["rows"]):
@@ -176,7 +174,7 @@ def _map_section(m: dict | None, doc: dict) -> Safe:
             if r:
                 out.append(el("line", {"x1": 4, "x2": x0 + ncols * cw, "y1": y, "y2": y, "stroke": "#777",
                                        "stroke-width": 1}))
-            out.append(_text(6, y + 11, row["phase"], cls="ph"))
+            out.append(svg_text(6, y + 11, row["phase"], cls="ph"))
             last_phase = row["phase"]
         out.append(el("text", {"x": x0 - 6, "y": num(y + 11), "text-anchor": "end", "class": "lbl"},
                       el("title", None, f"{row['name']} ({row['phase']})"), clip(row["name"], label_w - 8, 11)))
@@ -263,19 +261,19 @@ def _growth_section(doc: dict) -> Safe:
         positive = [v for _, v, _ in shown if v > 0]
         c = Chart("growth-chart", "Relative difference of the parameters by step (log scale)",
                   "For each step after the first divergence, the L2 norm of the difference of all parameters "
-                  "divided by the L2 norm of run A's parameters.", height=280)
+                  "divided by the L2 norm of run A's parameters.", width=520, height=280)
         if positive:
-            lo = 10 ** math.floor(math.log10(min(positive)))
-            hi = 10 ** math.ceil(math.log10(max(positive)))
-            if hi / lo < 100:
-                lo, hi = lo / 10, hi * 10 if hi / lo < 10 else hi
+            lo = 10.0 ** math.floor(math.log10(min(positive)) + 1e-9)
+            hi = 10.0 ** math.ceil(math.log10(max(positive)) - 1e-9)
+            if hi / lo < 10.5:   # less than two decades: one more below, so the axis has three labels
+                lo /= 10
         else:
             lo, hi = 1e-9, 1e-6
         c.scales(xlo, xhi, lo, hi, ylog=True)
         assert c.x is not None and c.y is not None
         has_zero = any(v == 0 for _, v, _ in shown)
         yt = [(v, fmt_tick(v)) for v in c.y.ticks()]
-        c.axes("training step", "relative L2 difference (log scale, unitless)", yticks=yt,
+        c.axes("training step", "relative difference (log)", yticks=yt,
                xticks=_step_ticks(c, xlo, xhi))
         pts = [(c.x(s), c.y(v)) for s, v, _ in shown if v > 0]
         c.add(polyline(pts, STYLES[0][0]))
@@ -284,7 +282,9 @@ def _growth_section(doc: dict) -> Safe:
                 c.add(marker("circle", c.x(s), c.y(v), STYLES[0][0], 3.6, hollow=basis not in (None, "values")))
             else:  # zero cannot sit on a log axis: a marker on the axis, labelled
                 c.add(marker("cross", c.x(s), c.y(lo), "#000", 3.5))
-        cap = ("Filled circles: computed from the kept parameter values. " if any(b == "values" for *_, b in shown) else "")
+        cap = ("The L2 norm of the difference of all parameters over the L2 norm of A's parameters, after each step. "
+               + ("Filled circles: computed from the kept parameter values. "
+                  if any(b == "values" for *_, b in shown) else ""))
         if any(b not in (None, "values") for *_, b in shown):
             cap += ("Hollow circles: a lower bound from the norms alone (some parameters' values were not kept). ")
         if has_zero:
@@ -295,10 +295,10 @@ def _growth_section(doc: dict) -> Safe:
     # differing events per step
     c2 = Chart("events-chart", "Share of events that differ, by step",
                "For each compared step after the first divergence, the fraction of the step's recorded events whose "
-               "digests differ.", height=220)
+               "digests differ.", width=520, height=280)
     c2.scales(xlo - 0.5, xhi + 0.5, 0, 100)
     assert c2.x is not None and c2.y is not None
-    c2.axes("training step", "events that differ (% of the step's events)",
+    c2.axes("training step", "differing events (%)",
             yticks=[(v, f"{v:g}%") for v in (0, 25, 50, 75, 100)], xticks=_step_ticks(c2, xlo, xhi))
     bw = max(1.5, min(18.0, (c2.x(xlo + 1) - c2.x(xlo)) * 0.7)) if xhi > xlo else 18.0
     for r in g:
@@ -308,9 +308,9 @@ def _growth_section(doc: dict) -> Safe:
                            "height": num(c2.y(0) - c2.y(frac)), "fill": BAR_FILLS[1], "stroke": "#333",
                            "stroke-width": 0.5},
                   el("title", None, f"step {r['step']}: {r['differing']} of {r['events']} events differ")))
-    parts.append(figure(c2.render(), "Each bar is one step; hover it for the counts. Once the parameters differ, "
-                                     "nearly every event after them differs too."))
-    return frag(parts)
+    parts.append(figure(c2.render(), "The share of each step's recorded events whose digests differ (hover a bar "
+                                     "for the counts). Once the parameters differ, nearly every later event does too."))
+    return el("div", {"class": "grid2"}, parts)
 
 
 def _step_ticks(c: Chart, lo: float, hi: float) -> list[tuple[float, str]]:
@@ -351,7 +351,7 @@ def _ulp_section(u: dict | None, fd: dict) -> Safe:
                           "fill": BAR_FILLS[0], "stroke": "#222", "stroke-width": 0.5},
                  el("title", None, f"{_bin_range(b)} ULP: {b['count']:,} values")))
         if b["count"]:
-            c.add(_text(x, c.y(b["count"]) - 4, f"{b['count']:,}", anchor="middle", cls="tl"))
+            c.add(svg_text(x, c.y(b["count"]) - 4, f"{b['count']:,}", anchor="middle", cls="tl"))
     cap = (f"{u['differing']:,} of {u['compared']:,} values differ (median {u['median_ulp']:,} ULP, largest "
            f"{u['max_ulp']:,} ULP); the {u['identical']:,} identical values are not drawn.")
     if u.get("nan"):

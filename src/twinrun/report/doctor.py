@@ -9,7 +9,7 @@ from typing import Any
 
 from ._html import Child, Safe, code_text, el, frag, num
 from ._page import Lead, Section, dl, figure, fmt, fmt_int, note, table, unavailable
-from ._svg import STYLES, Chart, _text, clip, fmt_tick, marker
+from ._svg import STYLES, Chart, clip, fmt_tick, marker, svg_text
 
 __all__ = ["build"]
 
@@ -65,11 +65,20 @@ _CODE = re.compile(r"`([^`]+)`")
 
 
 def snippets(fix: str) -> list[str]:
-    """The code spans of a fix, longest statements first kept in their order; shell commands too."""
+    """The code a reader would copy from a fix, in order: code spans after the fix's lead-in (doctor
+    writes "what: how", and the what names the offending call), that look like code or a setting
+    (a call, an assignment, an import or a command), not a bare layer name.
+
+    >>> snippets("Seed `np.random.default_rng()` at a.py:3: pass `seeds.numpy('x')` in `fc1`.")
+    ["seeds.numpy('x')"]
+    """
+    cut = fix.find(": ")
+    body = fix[cut + 2:] if cut >= 0 else fix
     seen: list[str] = []
-    for s in _CODE.findall(fix):
+    for s in _CODE.findall(body):
         s = s.strip()
-        if s and s not in seen and len(s) > 2:
+        code_like = any(ch in s for ch in "(=") or s.startswith(("import ", "from ", "twinrun ", "python "))
+        if code_like and s not in seen:
             seen.append(s)
     return seen
 
@@ -189,17 +198,17 @@ def _ulp_chart(evidence: list[dict]) -> Safe | None:
            xticks=[(0.5, "same")] + ticks, yticks=[], xgrid=True, ygrid=False)
     for i, (e, u) in enumerate(zip(rows, ulps)):
         y = c.y(len(rows) - i - 0.5)
-        c.add(_text(lab_w - 10, y + 4, clip(str(e.get("name")), lab_w - 20), anchor="end"))
+        c.add(svg_text(lab_w - 10, y + 4, clip(str(e.get("name")), lab_w - 20), anchor="end"))
         if e.get("identical"):
-            c.add(marker("circle", c.x(0.5), y, STYLES[2][0], 5), _text(c.x(0.5) + 10, y + 4, "identical", cls="tl"))
+            c.add(marker("circle", c.x(0.5), y, STYLES[2][0], 5), svg_text(c.x(0.5) + 10, y + 4, "identical", cls="tl"))
         elif isinstance(u, (int, float)) and u > 0:
             c.add(el("line", {"x1": num(c.x(0.5)), "x2": num(c.x(u)), "y1": num(y), "y2": num(y), "stroke": "#999",
                               "stroke-dasharray": "2 2"}),
                   marker("cross", c.x(u), y, STYLES[1][0], 5),
-                  _text(c.x(u) + (-10 if c.x(u) > c.width - 90 else 10), y - 7 if c.x(u) > c.width - 90 else y + 4,
+                  svg_text(c.x(u) + (-10 if c.x(u) > c.width - 90 else 10), y - 7 if c.x(u) > c.width - 90 else y + 4,
                         f"{fmt_int(u)} ULP", anchor="end" if c.x(u) > c.width - 90 else "start", cls="tl"))
         else:
-            c.add(_text(c.x(0.5) + 10, y + 4, "they part (distance not measured: values not kept)", cls="tl"))
+            c.add(svg_text(c.x(0.5) + 10, y + 4, "they part (distance not measured: values not kept)", cls="tl"))
     return figure(c.render(), "Green circles: the runs were identical. Crosses: the runs part, placed at the largest "
                               "ULP distance of their first divergence. A few ULP mean the same computation summed in "
                               "another order; billions mean unrelated values (e.g. another random initialisation).")

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from ._html import Child, Safe, code_text, el, frag, num
-from ._page import Lead, Section, figure, fmt_int, note, table, unavailable
+from ._page import Lead, Section, dl, figure, fmt_int, note, table, unavailable
 from ._svg import BAR_FILLS, STYLES, Chart, marker
 
 __all__ = ["build", "sentence"]
@@ -89,20 +89,20 @@ def build(doc: dict) -> tuple[Lead, list[Section], dict, list[str]]:
             if all(u == 0 for u in per):
                 same.append(f"{n}: all {len(per):,} rows identical")
             else:
-                charts.append(_row_chart(i, n, c, per))
+                charts.append(el("div", None, el("h3", None, el("code", None, n)), _row_chart(i, n, c, per)))
     body: list[Child] = []
     if charts:
         body.append(el("div", {"class": "grid2"}, charts))
     if same:
-        body.append(el("p", None, "No chart where every row is identical: ", "; ".join(same), "."))
+        body.append(el("p", None, "Not drawn, every row identical: ", "; ".join(same), "."))
     sections.append(Section("rows", "ULP distance per row",
                             frag(body) if body else unavailable("The document holds no per-row distances."),
                             "For each row of the batch, the largest ULP distance between its output in the original "
-                            "call and in the check. 0 means the row's bits are identical."))
+                            "call and in the check. 0 means the row's bits are identical. Values near zero have tiny "
+                            "ULPs, so a small absolute difference there counts many ULP."))
     facts = [(k, doc.get(k)) for k in ("script", "calls", "batch") if doc.get(k) is not None]
     if facts:
-        sections.append(Section("inputs", "Inputs", frag([el("p", None, f"{k}: ", el("code", None, str(v)))
-                                                          for k, v in facts])))
+        sections.append(Section("inputs", "What was probed", dl([(k, str(v)) for k, v in facts])))
     for n, c in checks:
         if c.get("note") and c.get("stable") is None:
             sections[0].body = frag(sections[0].body, note(f"{n}: ", code_text(str(c["note"]))))
@@ -145,7 +145,7 @@ def _row_chart(i: int, name: str, c: dict, per: list[Any]) -> Safe:
     if diff:
         srt = sorted(diff)
         cap += f" (median {srt[len(srt) // 2]:,} ULP, largest {srt[-1]:,} ULP)"
-    cap += f"; {same:,} rows are identical (green dots on the baseline)."
+    cap += f"; {same:,} rows are identical" + (" (green dots on the baseline)." if same else ".")
     if c.get("first_layer"):
         cap += f" The rows first part at layer {c['first_layer']}."
     return figure(ch.render(), cap)
