@@ -38,6 +38,7 @@ nav.toc{font-size:13.5px;margin:0 0 8px;color:var(--muted)}
 nav.toc a{margin-right:14px}
 a{color:var(--link)}
 a:focus-visible,button:focus-visible,[tabindex]:focus-visible{outline:3px solid #E69F00;outline-offset:2px}
+section:focus{outline:none}
 section{margin:26px 0 8px}
 h2{font-size:18px;margin:0 0 6px;padding-bottom:3px;border-bottom:1px solid var(--line)}
 h3{font-size:15.5px;margin:16px 0 4px}
@@ -122,7 +123,8 @@ Array.prototype.forEach.call(document.querySelectorAll("table.sortable"),functio
 function go(id){
   var t=document.getElementById(id);
   if(!t){return false;}
-  t.scrollIntoView({block:"center",inline:"center"});
+  var inChart=t.closest?t.closest("svg"):null;
+  t.scrollIntoView(inChart?{block:"center",inline:"center"}:{block:"start"});
   if(typeof t.focus==="function"){t.focus({preventScroll:true});}
   if(t.classList){t.classList.remove("flash");void t.getBoundingClientRect();t.classList.add("flash");}
   return true;
@@ -178,7 +180,7 @@ def page(*, kind: str, title: str, inputs: Sequence[str], lead: Lead, sections: 
                    el("p", None, el("span", {"class": f"badge {lead.tone}"}, lead.verdict),
                       _sentence(lead.sentences[0]) if lead.sentences else ""),
                    [el("p", None, _sentence(s)) for s in lead.sentences[1:]], lead.extra)
-    body = [el("section", {"id": s.ident, "aria-labelledby": f"{s.ident}-h"},
+    body = [el("section", {"id": s.ident, "aria-labelledby": f"{s.ident}-h", "tabindex": -1},
                el("h2", {"id": f"{s.ident}-h"}, s.heading),
                el("p", {"class": "how"}, s.explain) if s.explain else None, s.body) for s in sections]
     head = frag(

@@ -101,8 +101,11 @@ def _cause(doc: dict, evidence: list[dict]) -> Safe:
     cause = str(doc.get("cause"))
     fd = doc.get("first_divergence") or {}
     baseline = next((e for e in evidence if e.get("name") == "baseline"), None)
+    # The experiments that removed the divergence: on one machine, a change whose own two runs were
+    # identical; with --against, a change whose run reproduced the other machine's trace.
+    own = "its own second run"
     removing = [e for e in evidence if e.get("name") not in ("baseline", "against") and e.get("identical")
-                and e.get("compared_with") == "its own second run"]
+                and ((e.get("compared_with") != own) if doc.get("against") else (e.get("compared_with") == own))]
     items: list[tuple[str, Child]] = [
         ("cause", frag(el("strong", None, cause), f" — {_CAUSE_WORDS.get(cause, '')}")),
     ]
@@ -112,13 +115,17 @@ def _cause(doc: dict, evidence: list[dict]) -> Safe:
         items.append(("first divergence", frag(f"step {fd.get('step')}, {fd.get('phase')}, ",
                                                el("code", None, str(fd.get("name"))))))
     if doc.get("verdict") != "reproducible":
+        order = bool(((baseline or {}).get("first_divergence") or {}).get("input_order_only"))
         if doc.get("confirmed") and removing:
-            items.append(("confirmed by", frag("an intervention: ", _names(removing),
-                                               " made the runs identical")))
+            what = " reproduced the other machine's trace" if doc.get("against") else " made the runs identical"
+            items.append(("confirmed by", frag("an intervention: ", _names(removing), what)))
         elif doc.get("confirmed"):
-            items.append(("confirmed by", "the traces themselves"))
+            items.append(("confirmed by", "an intervention (see the ledger)"))
+        elif order:
+            items.append(("confirmed", ("not by an intervention: the traces prove it (the same samples arrive in "
+                                       "another order)")))
         else:
-            items.append(("confirmed", "no: no single change removed the divergence; the cause is what the traces show"))
+            items.append(("confirmed", "no: no change doctor tried removed the divergence"))
     if baseline is not None and baseline.get("note"):
         items.append(("baseline", code_text(str(baseline["note"]))))
     sites = []
@@ -255,7 +262,11 @@ def _stable_word(v: Any) -> str:
     return "stable (the same bits)" if v is True else ("not stable (other bits)" if v is False else "not tested")
 
 
+def _val(v: Any) -> str:
+    return "unset" if v is None else str(v)
+
+
 def _environment(diffs: list[dict]) -> Safe:
     return table([("rank", "text"), ("key", "text"), ("here", "text"), ("there", "text"), ("why it matters", "text")],
-                 [[str(d.get("rank") or "?"), el("code", None, str(d.get("key"))), str(d.get("a")), str(d.get("b")),
+                 [[str(d.get("rank") or "?"), el("code", None, str(d.get("key"))), _val(d.get("a")), _val(d.get("b")),
                    str(d.get("why") or "")] for d in diffs], sortable=True, caption="environment differences")
