@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
+# After the path set-up above: this script runs from a checkout without installing twinrun.
+import numpy as np  # noqa: E402
 
-from twinrun.report import render, write_html
+from twinrun.report import render, write_html  # noqa: E402
 
 DEMO = ROOT / "src" / "twinrun" / "_demo" / "digits_cnn.py"
 SWEEP = ROOT / "tests" / "scripts" / "digits_sweep.py"
@@ -60,7 +61,8 @@ def make_inputs(d: Path) -> dict:
                 need(f.result(), ok=(0,))
     doctor = d / "doctor.json"
     if not doctor.exists():
-        doctor.write_text(need(tw("doctor", "--json", "-q", str(ROOT / "examples/nondeterminism/reproducible.py"))).stdout)
+        script = ROOT / "examples" / "nondeterminism" / "reproducible.py"
+        doctor.write_text(need(tw("doctor", "--json", "-q", str(script))).stdout)
     dbs = {"a": (d / "lr0.05.db", ["--seeds", "10", "--vary", "init"], ["--lr", "0.05"]),
            "b": (d / "lr0.02.db", ["--seeds", "10", "--vary", "init"], ["--lr", "0.02"]),
            "v": (d / "variance.db", ["--seeds", "6", "--design", "variance"], ["--lr", "0.05"])}
@@ -74,7 +76,7 @@ def make_inputs(d: Path) -> dict:
         probe.write_text(json.dumps(probe_document()))
     big = d / "big-a.trace", d / "big-b.trace"
     if not all(p.exists() for p in big):
-        from twinrun.trace import record
+        from twinrun.recording import record
 
         for k, p in enumerate(big):
             with record(p) as rec:
@@ -128,10 +130,9 @@ def main() -> None:
         seconds, html = timed(lambda kind=kind, doc=doc, src=src: render(kind, doc, **src))
         write_html(kind, doc, out / f"{name}.html", **src)
         print(f"{name:<16} {len(html.encode()):>10,} {seconds:>20.3f} s")
-    code = ("import sys, twinrun.cli as c\nif 'twinrun.cli.report' not in c._MODULES: c._MODULES.append('twinrun.cli.report')\n"
-            "sys.exit(c.main(sys.argv[1:]))")
     t = time.perf_counter()
-    need(subprocess.run([sys.executable, "-c", code, "report", str(a), str(b), "-o", str(out / "cli-diff.html"), "-q"],
+    need(subprocess.run([sys.executable, "-m", "twinrun", "report", str(a), str(b), "-o", str(out / "cli-diff.html"),
+                         "-q"],
                         capture_output=True, text=True, check=False), ok=(0,))
     print(f"`twinrun report A.trace B.trace` in a fresh process (imports, comparison and page): "
           f"{time.perf_counter() - t:.2f} s")

@@ -126,7 +126,8 @@ def probe_document(quick: bool = False) -> dict:
             (folder / "isa" / "probe_child.py").write_text(_CHILD)
             _, isa = _run("batch", folder / "isa", jobs["isa"])
             checks["isa"] = _check(ref, isa, order, f"ATEN_CPU_CAPABILITY=default vs {info['capability']}")
-    return {"checks": checks, "script": "a seeded Linear(512, 512)-GELU-Linear(512, 512)-GELU-Linear(512, 16), batch 64",
+    return {"checks": checks,
+            "script": "a seeded Linear(512, 512)-GELU-Linear(512, 512)-GELU-Linear(512, 16), batch 64",
             "calls": 1, "batch": 64}
 
 

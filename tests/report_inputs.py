@@ -6,13 +6,14 @@ and a probe document."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from helpers import run_twinrun
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src" / "twinrun" / "_demo" / "digits_cnn.py"
@@ -31,18 +32,8 @@ HOSTILE_METRIC = "</script><img src=x onerror=alert(3)>"
 
 
 def twinrun(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "twinrun", *args], capture_output=True, text=True, check=False, timeout=timeout,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
-
-
-def report_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``twinrun report ...`` through twinrun's real ``main``; until cli/__init__.py registers the command
-    (one line, see docs/reports.md) the module is added to the list first."""
-    code = ("import sys, twinrun.cli as c\n"
-            "if 'twinrun.cli.report' not in c._MODULES: c._MODULES.append('twinrun.cli.report')\n"
-            "sys.exit(c.main(sys.argv[1:]))")
-    return subprocess.run([sys.executable, "-c", code, "report", *args], capture_output=True, text=True, check=False,
-                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+    """``python -m twinrun ARGS`` in a fresh process (tests/helpers.py), TensorFlow's log quiet."""
+    return run_twinrun(*args, timeout=timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
 
 
 def _check(r: subprocess.CompletedProcess, ok=(0,)) -> subprocess.CompletedProcess:
@@ -56,7 +47,8 @@ def demo_traces(folder: Path) -> tuple[Path, Path]:
     a, b = folder / "demo-t1.trace", folder / "demo-t2.trace"
     if not (a.exists() and b.exists()):
         with ThreadPoolExecutor(2) as pool:
-            jobs = [pool.submit(twinrun, "run", "-q", "-o", str(p), "--threads", str(n), str(DEMO), "--", "--steps", "20")
+            jobs = [pool.submit(twinrun, "run", "-q", "-o", str(p), "--threads", str(n), str(DEMO),
+                                "--", "--steps", "20")
                     for p, n in ((a, 1), (b, 2))]
             for j in jobs:
                 _check(j.result())
@@ -64,9 +56,9 @@ def demo_traces(folder: Path) -> tuple[Path, Path]:
 
 
 def hostile_traces(folder: Path) -> tuple[Path, Path]:
-    """Two short traces (NumPy arrays through twinrun.trace.record) whose event names are hostile;
+    """Two short traces (NumPy arrays through twinrun.record) whose event names are hostile;
     they part at step 1."""
-    from twinrun.trace import record
+    from twinrun.recording import record
 
     paths = folder / "hostile-a.trace", folder / "hostile-b.trace"
     if all(p.exists() for p in paths):

@@ -14,7 +14,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_inputs as RI
-
 from twinrun._errors import UsageError
 from twinrun.report import check_output, detect_kind, render, write_html
 from twinrun.report._html import el, esc, island
@@ -103,7 +102,8 @@ def test_diff_map_and_ulp_histogram_agree_with_the_comparison(demo):
     fd = doc["first_divergence"]
     m = data["map"]
     first = m["first"]
-    assert (first["step"], first["index"], first["phase"], first["name"]) == (fd["step"], fd["index"], fd["phase"], fd["name"])
+    assert ((first["step"], first["index"], first["phase"], first["name"])
+            == (fd["step"], fd["index"], fd["phase"], fd["name"]))
     assert m["rows"][first["row"]] == {"phase": fd["phase"], "name": fd["name"]}
     assert len(m["columns"]) == doc["steps_compared"] == 20
     # every differing cell of the map is a differing event of the comparison's growth rows
@@ -125,7 +125,7 @@ def test_diff_page_is_deterministic_and_small(demo, folder):
     # The command, in a fresh process with another hash seed, computes the comparison itself and
     # writes the same bytes.
     out = folder / "cli-diff.html"
-    r = RI.report_cli(str(a), str(b), "-o", str(out), env={"PYTHONHASHSEED": "123"})
+    r = RI.twinrun("report", str(a), str(b), "-o", str(out), env={"PYTHONHASHSEED": "123"})
     assert r.returncode == 0, r.stderr
     assert out.read_text(encoding="utf-8") == one
     assert not re.search(r"\b(19|20)\d\d-\d\d-\d\d", one)   # no date
@@ -215,7 +215,8 @@ def test_compare_page_two_files(sweeps):
     assert isl["twinrun-document"] == doc
     # every run, failed and excluded ones included, and marked
     tags = parse(html)
-    rows = [a for t, a in tags.tags if t == "tr" and "data-order" in a and a.get("class") in ("failed", "excluded", None)]
+    rows = [a for t, a in tags.tags
+            if t == "tr" and "data-order" in a and a.get("class") in ("failed", "excluded", None)]
     assert sum(1 for a in rows if a.get("class") == "failed") == 1
     assert sum(1 for a in rows if a.get("class") == "excluded") == 1
     assert len(parse(html.split('id="runs-table"')[1]).tags) > 0
@@ -313,11 +314,12 @@ def test_report_command(demo, sweeps, folder, tmp_path):
     a, b, doc = demo
     (tmp_path / "diff.json").write_text(json.dumps(doc))
     out = tmp_path / "page.html"
-    r = RI.report_cli(str(tmp_path / "diff.json"), str(a), str(b), "-o", str(out), "--json")
+    r = RI.twinrun("report", str(tmp_path / "diff.json"), str(a), str(b), "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"output": str(out), "kind": "diff", "bytes": out.stat().st_size,
                                     "inputs": [str(tmp_path / "diff.json"), str(a), str(b)]}
-    r = RI.report_cli(str(sweeps["a"]), str(sweeps["b"]), "-o", str(tmp_path / "cmp.html"), "--resamples", "500", "-q")
+    r = RI.twinrun("report", str(sweeps["a"]), str(sweeps["b"]), "-o", str(tmp_path / "cmp.html"),
+                   "--resamples", "500", "-q")
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "cmp.html").read_text(encoding="utf-8")
     assert "Probability of improvement" in page
@@ -340,7 +342,7 @@ def test_report_command(demo, sweeps, folder, tmp_path):
     for args, message in cases:
         if "-o" not in args:
             args = [*args, "-o", str(tmp_path / "x.html")]
-        r = RI.report_cli(*args)
+        r = RI.twinrun("report", *args)
         assert r.returncode == 2, (args, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and lines[0].startswith("twinrun report: error:"), r.stderr

@@ -19,7 +19,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report_inputs as RI
-
 from twinrun.report import write_html
 
 pytestmark = pytest.mark.timeout(900)
@@ -102,7 +101,8 @@ class Visit:
 
         self.page.route("**/*", route)
         self.page.on("request", lambda req: self.requests.append(req.url))
-        self.page.on("console", lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.page.on("console",
+                     lambda m: self.errors.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.goto(path.resolve().as_uri())
@@ -123,7 +123,8 @@ def test_page_loads_clean_and_every_chart_has_a_size(browser, pages, name):
     v = Visit(browser, pages[name])
     try:
         sizes = v.page.eval_on_selector_all(
-            "svg.chart", "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.id, r.width, r.height]; })")
+            "svg.chart",
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.id, r.width, r.height]; })")
         assert sizes, "no chart on the page"
         assert all(w > 0 and h > 0 for _, w, h in sizes), sizes
         # the data islands parse in the browser too
@@ -165,8 +166,8 @@ def test_first_divergence_link_scrolls_to_its_cell(browser, pages):
                                        return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,
                                                w: innerWidth, h: innerHeight,
                                                focused: document.activeElement.id}; }""")
-        assert 0 <= box["top"] and box["bottom"] <= box["h"], box
-        assert 0 <= box["left"] and box["right"] <= box["w"], box
+        assert box["top"] >= 0 and box["bottom"] <= box["h"], box
+        assert box["left"] >= 0 and box["right"] <= box["w"], box
         assert box["focused"] == "first-divergence"
         # and the cell is the one the document names
         doc = page.evaluate("JSON.parse(document.getElementById('twinrun-document').textContent)")
@@ -180,7 +181,8 @@ def test_first_divergence_link_scrolls_to_its_cell(browser, pages):
 
 def _column(page, table: str, col: int) -> list[str]:
     return page.eval_on_selector_all(
-        f"#{table} tbody tr", f"rows => rows.map(r => r.cells[{col}].getAttribute('data-sort') ?? r.cells[{col}].textContent)")
+        f"#{table} tbody tr",
+        f"rows => rows.map(r => r.cells[{col}].getAttribute('data-sort') ?? r.cells[{col}].textContent)")
 
 
 def test_tables_sort_from_the_keyboard(browser, pages):
@@ -208,7 +210,8 @@ def test_tables_sort_from_the_keyboard(browser, pages):
         page.keyboard.press("Enter")
         texts = [t.strip() for t in _column(page, "runs-table", status)]
         assert texts == sorted(texts)
-        failed = page.eval_on_selector_all("#runs-table tbody tr.failed", "rows => rows.map(r => r.cells[4].textContent)")
+        failed = page.eval_on_selector_all("#runs-table tbody tr.failed",
+                                           "rows => rows.map(r => r.cells[4].textContent)")
         assert failed == ["FAILED"]
         assert "sorted by status" in page.text_content("#tw-live")
         v.assert_clean()

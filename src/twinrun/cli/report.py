@@ -7,8 +7,8 @@ results files it came from (they add the divergence map, the ULP histogram, the 
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from ._output import emit_json, progress
 __all__ = ["register"]
 
 
-def register(sub, common) -> None:
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "report", parents=[common], help="write a self-contained HTML page from traces, results or a --json output",
         description="Write one HTML page (inline CSS and SVG, no network; the same inputs give the same bytes) "
@@ -39,30 +39,6 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_report)
 
 
-# The two computations this command needs from the library; after the restructuring (issue 9) they
-# are twinrun.diff(a, b) and twinrun.compare_sweeps(a, b).
-def _diff_traces(a: str, b: str) -> Any:
-    import twinrun
-
-    fn: Callable[..., Any] | None = getattr(twinrun, "diff", None)
-    if not callable(fn):
-        from ..compare import compare
-
-        fn = compare
-    return fn(a, b)
-
-
-def _compare_results(a: str, b: str | None, **options: Any) -> Any:
-    import twinrun
-
-    fn: Callable[..., Any] | None = getattr(twinrun, "compare_sweeps", None)
-    if not callable(fn):
-        from ..sweep import compare_results
-
-        fn = compare_results
-    return fn(a, b, **options)
-
-
 def _load_json(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -74,9 +50,11 @@ def _load_json(path: str) -> Any:
                          "give the --json output of a twinrun command") from None
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..comparison import diff
     from ..report import check_output, detect_kind, write_html
     from ..report.data import kind_of
+    from ..sweep import compare_sweeps
 
     check_output(args.output)  # before any long work
     kinds = [(path, kind_of(path)) for path in args.inputs]
@@ -115,14 +93,14 @@ def cmd_report(args) -> int:
             raise UsageError(f"{len(traces)} trace(s) given; a report compares exactly two: "
                              "twinrun report A.trace B.trace -o report.html")
         progress(args, f"twinrun report: comparing {traces[0]} and {traces[1]} ...")
-        c = _diff_traces(traces[0], traces[1])
+        c = diff(traces[0], traces[1])
         c.check_same_model()  # two traces of different models: one line, exit 2, as twinrun diff
         kind, doc, sources = "diff", c.to_dict(), {"a": traces[0], "b": traces[1]}
     else:
         if len(results) > 2:
             raise UsageError(f"{len(results)} results files given; a report compares one or two")
         progress(args, f"twinrun report: bootstrapping {args.resamples} resamples ...")
-        res = _compare_results(results[0], results[1] if len(results) > 1 else None, metric=args.metric,
+        res = compare_sweeps(results[0], results[1] if len(results) > 1 else None, metric=args.metric,
                                higher_is_better=args.higher, alpha=args.alpha, n_resamples=args.resamples,
                                seed=args.seed)
         kind, doc, sources = "compare", res.to_dict(), dict(zip("ab", results))

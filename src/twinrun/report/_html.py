@@ -25,7 +25,7 @@ class Safe(str):
     __slots__ = ()
 
 
-Child: TypeAlias = "str | int | float | None | Iterable[Child]"   # Safe is a str
+Child: TypeAlias = "str | int | float | Iterable[Child] | None"   # Safe is a str
 
 # Control characters, DEL, C1 controls, lone surrogates, zero-width and bidirectional-override
 # characters and line separators: shown as visible escapes (`\x1b`, `\u202e`), never passed to the

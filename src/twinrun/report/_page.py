@@ -22,17 +22,20 @@ MARKER = "<!DOCTYPE html>\n<!-- twinrun report"
 CSS = """
 :root{--fg:#1b1b1b;--muted:#555;--line:#c9c9c9;--bg:#fff;--soft:#f4f4f2;--ok:#1a6e45;--bad:#a33a00;--link:#0b5cad}
 *{box-sizing:border-box}
-html{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","DejaVu Sans",sans-serif;color:var(--fg);background:var(--bg)}
+html{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","DejaVu Sans",sans-serif;color:var(--fg);
+  background:var(--bg)}
 body{margin:0}
 header.top{border-bottom:1px solid var(--line);padding:14px 28px 10px;background:var(--soft)}
 header.top .kind{font-size:13px;letter-spacing:.06em;text-transform:uppercase;color:var(--muted)}
 header.top h1{font-size:21px;margin:2px 0 4px;font-weight:650}
 header.top .inputs{font-size:13px;color:var(--muted);word-break:break-all}
 main{max-width:1080px;margin:0 auto;padding:18px 28px 40px}
-.lead{font-size:17.5px;line-height:1.5;border-left:6px solid var(--muted);padding:10px 16px;margin:6px 0 14px;background:var(--soft)}
+.lead{font-size:17.5px;line-height:1.5;border-left:6px solid var(--muted);padding:10px 16px;margin:6px 0 14px;
+  background:var(--soft)}
 .lead.good{border-color:var(--ok)}.lead.bad{border-color:var(--bad)}
 .lead p{margin:4px 0}.lead p+p{font-size:15.5px}
-.badge{display:inline-block;font-size:12px;font-weight:700;letter-spacing:.05em;padding:1px 7px;border-radius:3px;border:1.5px solid currentColor;margin-right:8px;vertical-align:2px;white-space:nowrap}
+.badge{display:inline-block;font-size:12px;font-weight:700;letter-spacing:.05em;padding:1px 7px;border-radius:3px;
+  border:1.5px solid currentColor;margin-right:8px;vertical-align:2px;white-space:nowrap}
 .badge.good{color:var(--ok)}.badge.bad{color:var(--bad)}.badge.none{color:var(--muted)}
 nav.toc{font-size:13.5px;margin:0 0 8px;color:var(--muted)}
 nav.toc a{margin-right:14px}
@@ -66,24 +69,29 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:nth-child(even){background:#fafaf8}
 tr.failed td{background:repeating-linear-gradient(135deg,#fdf0e8,#fdf0e8 6px,#fff 6px,#fff 12px)}
 tr.excluded td{background:repeating-linear-gradient(45deg,#eef5fb,#eef5fb 6px,#fff 6px,#fff 12px)}
-th button{font:inherit;font-weight:650;background:none;border:0;padding:0;cursor:pointer;color:inherit;text-align:inherit}
+th button{font:inherit;font-weight:650;background:none;border:0;padding:0;cursor:pointer;color:inherit;
+  text-align:inherit}
 th button::after{content:" \\2195";color:#999;font-weight:400}
 th[aria-sort=ascending] button::after{content:" \\25B2";color:#222}
 th[aria-sort=descending] button::after{content:" \\25BC";color:#222}
 code,pre{font-family:ui-monospace,"SFMono-Regular","DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.92em}
 code{background:#f0f0ee;padding:0 3px;border-radius:2px;word-break:break-word}
 .snippet{position:relative;margin:6px 0 10px}
-.snippet pre{background:#f6f6f3;border:1px solid var(--line);padding:10px 12px;margin:0;overflow:auto;white-space:pre-wrap;word-break:break-word}
-.snippet button{position:absolute;top:6px;right:6px;font:inherit;font-size:12px;padding:2px 8px;border:1px solid #888;background:#fff;border-radius:3px;cursor:pointer}
+.snippet pre{background:#f6f6f3;border:1px solid var(--line);padding:10px 12px;margin:0;overflow:auto;
+  white-space:pre-wrap;word-break:break-word}
+.snippet button{position:absolute;top:6px;right:6px;font:inherit;font-size:12px;padding:2px 8px;border:1px solid #888;
+  background:#fff;border-radius:3px;cursor:pointer}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:14px;margin:6px 0}
 dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
-.note{font-size:13.5px;color:#333;background:#fffbe6;border:1px solid #eadb9a;padding:6px 10px;margin:8px 0;max-width:90ch}
+.note{font-size:13.5px;color:#333;background:#fffbe6;border:1px solid #eadb9a;padding:6px 10px;margin:8px 0;
+  max-width:90ch}
 .unavailable{font-size:13.5px;color:var(--muted);border:1px dashed #aaa;padding:8px 12px;margin:6px 0;max-width:90ch}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:8px 22px}
 .yes{color:var(--ok);font-weight:650;white-space:nowrap}.no{color:var(--bad);font-weight:650;white-space:nowrap}
 td code{white-space:nowrap}
 .sr{position:absolute;left:-10000px;width:1px;height:1px;overflow:hidden}
-footer{max-width:1080px;margin:0 auto;padding:10px 28px 30px;color:var(--muted);font-size:12.5px;border-top:1px solid var(--line)}
+footer{max-width:1080px;margin:0 auto;padding:10px 28px 30px;color:var(--muted);font-size:12.5px;
+  border-top:1px solid var(--line)}
 @media print{.scroll{max-height:none;overflow:visible}.snippet button{display:none}header.top{background:none}}
 """
 
@@ -279,13 +287,14 @@ def table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], *, 
     for name, typ in columns:
         cls = "num" if typ == "number" else None
         if sortable:
-            head.append(el("th", {"scope": "col", "class": cls, "data-type": typ}, el("button", {"type": "button"}, name)))
+            button = el("button", {"type": "button"}, name)
+            head.append(el("th", {"scope": "col", "class": cls, "data-type": typ}, button))
         else:
             head.append(el("th", {"scope": "col", "class": cls}, name))
     body = []
     for i, row in enumerate(rows):
         cells = []
-        for (name, typ), v in zip(columns, row):
+        for (_name, typ), v in zip(columns, row):
             shown, key = (v if isinstance(v, tuple) else (v, None))
             attrs = {"class": "num" if typ == "number" else None,
                      "data-sort": None if key is None else str(key)}

@@ -253,7 +253,8 @@ def _improvement(metrics: dict) -> Safe:
         y = c.y(len(rows) - i - 0.5)
         c.add(svg_text(lab_w - 8, y + 4, clip(name, lab_w - 12), anchor="end"))
         if _finite(e.get("low")) and _finite(e.get("high")):
-            c.add(el("rect", {"x": num(c.x(e["low"])), "y": num(y - 6), "width": num(max(c.x(e["high"]) - c.x(e["low"]), 1.5)),
+            width = max(c.x(e["high"]) - c.x(e["low"]), 1.5)
+            c.add(el("rect", {"x": num(c.x(e["low"])), "y": num(y - 6), "width": num(width),
                               "height": 12, "fill": BAR_FILLS[0], "fill-opacity": 0.7, "stroke": "#222",
                               "stroke-width": 0.6},
                      el("title", None, f"{name}: {_est(e)} ({direction})")))
@@ -426,8 +427,8 @@ def _seeds_sentence(name: str, c: dict) -> str:
     have = f"you have {fmt_int(c.get('n_a'))} and {fmt_int(c.get('n_b'))}"
     if not need:
         return f"{name}: the means are equal, so no number of seeds would detect a difference ({have})."
-    return (f"{name}: to detect a difference of the observed size (Cohen's d = {fmt(c.get('cohens_d'))}) with 80% power "
-            f"at α = {fmt(c.get('alpha'))}, about {need:,} seeds per arm are needed; {have}.")
+    return (f"{name}: to detect a difference of the observed size (Cohen's d = {fmt(c.get('cohens_d'))}) "
+            f"with 80% power at α = {fmt(c.get('alpha'))}, about {need:,} seeds per arm are needed; {have}.")
 
 
 # --- variance -----------------------------------------------------------------------------------------------
@@ -499,7 +500,8 @@ def _runs(files: list[dict], metrics: dict, two: bool) -> Safe:
         for r in f["runs"]:
             bad = [n for n, v in r["metrics"].items() if not _finite(v)]
             cells: list[Any] = [f"{label}: {f['file']}", str(r["arm"]), r["idx"],
-                                (fmt_int(r["seed"]) if r["seed"] is not None else "—", r["seed"] if r["seed"] is not None else ""),
+                                (fmt_int(r["seed"]) if r["seed"] is not None else "—",
+                                 r["seed"] if r["seed"] is not None else ""),
                                 el("strong", None, "FAILED") if r["status"] != "ok" else "ok",
                                 (fmt_int(r["returncode"]) if r["returncode"] is not None else "—",
                                  r["returncode"] if r["returncode"] is not None else ""),

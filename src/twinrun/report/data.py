@@ -14,11 +14,15 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._errors import BadResultsError, BadTraceError, UsageError
+
+if TYPE_CHECKING:  # imported lazily at run time: the sweep package pulls in the process machinery
+    from ..sweep import Results
+    from ..trace import Trace
 
 __all__ = [
     "DIFFER",
@@ -42,14 +46,14 @@ MAP_MAX_COLUMNS = 160
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def _open_trace(path: str | os.PathLike):
-    from ..trace import Trace  # the public reader (twinrun.trace.Trace)
+def _open_trace(path: str | os.PathLike) -> Trace:
+    from ..trace import Trace  # the public reader
 
     return Trace.open(path)
 
 
-def _open_results(path: str | os.PathLike):
-    from ..sweep import Results  # the public reader (twinrun.sweep.Results)
+def _open_results(path: str | os.PathLike) -> Results:
+    from ..sweep import Results  # the public reader
 
     return Results.open(path)
 

@@ -81,9 +81,11 @@ def _check_section(doc: dict) -> Section:
     for i, r in enumerate(doc.get("runs") or []):
         rows.append([i + 1, str(r.get("status")), r.get("returncode"), (fmt(r.get("seconds")), r.get("seconds")),
                      str(r.get("trace") or "")])
+    args = el("code", None, " ".join(map(str, doc.get("args") or []))) if doc.get("args") else "none"
+    against = str(doc["against"]) if doc.get("against") else "no: runs compared with each other"
     body: list[Child] = [dl([("script", el("code", None, str(doc.get("script") or "?"))),
-                             ("arguments", el("code", None, " ".join(map(str, doc.get("args") or []))) if doc.get("args") else "none"),
-                             ("against", str(doc["against"]) if doc.get("against") else "no: runs compared with each other"),
+                             ("arguments", args),
+                             ("against", against),
                              ("traces kept", str(doc["traces_kept"]) if doc.get("traces_kept") else "no (temporary)")]),
                           table([("run", "number"), ("status", "text"), ("exit code", "number"),
                                  ("seconds", "number"), ("trace", "text")], rows, caption="runs of the check")]
@@ -125,7 +127,8 @@ def _where(fd: dict) -> Safe:
                                   f"hold another sample; {fmt_int(smp.get('changed'))} have other content")))
     before = fd.get("before_checked") or []
     if fd.get("before_identical"):
-        items.append(("before it", f"every earlier event identical (phases recorded before it: {', '.join(before) or 'none'})"))
+        items.append(("before it", "every earlier event identical "
+                                   f"(phases recorded before it: {', '.join(before) or 'none'})"))
     items.append(("digests A / B", el("code", None, f"{fd.get('digest_a')} / {fd.get('digest_b')}")))
     return dl(items)
 
@@ -162,7 +165,7 @@ def _map_section(m: dict | None, doc: dict) -> Safe:
     # column labels: every k-th step, so that they do not overlap
     every = max(1, math.ceil(34 / cw))
     for c, (lo, hi) in enumerate(m["columns"]):
-        if c % every == 0 or c == ncols - 1 and c % every > every // 2:
+        if c % every == 0 or (c == ncols - 1 and c % every > every // 2):
             text = str(lo) if lo == hi else f"{lo}"
             out.append(svg_text(x0 + c * cw + cw / 2, top - 8, text, anchor="middle", cls="lbl"))
     out.append(svg_text(x0, top - 22, "step" + (f" (columns of {m['bin']} steps)" if m["bin"] > 1 else "") + " →",
@@ -239,13 +242,14 @@ def _map_desc(m: dict) -> str:
         text += " Every cell is identical."
     if m.get("structural"):
         s = m["structural"]
-        text += f" At step {s['step']} the traces stop matching event for event (dashed line); later cells are not compared."
+        text += (f" At step {s['step']} the traces stop matching event for event (dashed line); "
+                 "later cells are not compared.")
     return text
 
 
 # --- growth ----------------------------------------------------------------------------------------
 def _growth_section(doc: dict) -> Safe:
-    g = [r for r in doc.get("growth") or []]
+    g = list(doc.get("growth") or [])
     if not g:
         if doc.get("identical"):
             return unavailable("The runs are identical: nothing grows.")
@@ -385,7 +389,7 @@ def _env_section(env: dict | None) -> Safe:
     rest = [d for d in diffs if d.get("rank") == "none"]
     cols = [("rank", "text"), ("key", "text"), ("A", "text"), ("B", "text"), ("why it matters", "text")]
 
-    def rows(ds):
+    def rows(ds: list[dict]) -> list[list[Any]]:
         return [[(str(d.get("rank") or "?"), str(_RANK_ORDER.get(str(d.get("rank")), 3))),
                  el("code", None, str(d.get("key"))), _short(d.get("a")), _short(d.get("b")),
                  str(d.get("why") or "")] for d in ds]

@@ -178,7 +178,8 @@ def _ledger(evidence: list[dict]) -> Safe:
                      (fmt(e.get("seconds")), e.get("seconds"))])
     parts: list[Child] = [table([("#", "number"), ("experiment", "text"), ("what changed", "text"), ("runs", "number"),
                                  ("compared with", "text"), ("result", "text"), ("where they part", "text"),
-                                 ("seconds", "number")], rows, sortable=True, caption="experiments", ident="ledger-table")]
+                                 ("seconds", "number")],
+                                rows, sortable=True, caption="experiments", ident="ledger-table")]
     chart = _ulp_chart(evidence)
     if chart is not None:
         parts.append(chart)

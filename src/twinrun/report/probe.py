@@ -71,7 +71,8 @@ def build(doc: dict) -> tuple[Lead, list[Section], dict, list[str]]:
         stable = c.get("stable")
         result = (el("span", {"class": "yes"}, "✓ same bits") if stable else
                   el("span", {"class": "no"}, "✗ other bits") if stable is False else el("span", None, "— not run"))
-        rows.append([el("code", None, n), _WHAT.get(n, str(c.get("what") or "")), (result, 0 if stable is True else 1 if stable is False else 2),
+        order = 0 if stable is True else 1 if stable is False else 2
+        rows.append([el("code", None, n), _WHAT.get(n, str(c.get("what") or "")), (result, order),
                      el("code", None, str(c["first_layer"])) if c.get("first_layer") else "—",
                      (fmt_int(c.get("max_ulp")), c.get("max_ulp") if isinstance(c.get("max_ulp"), int) else ""),
                      "—" if per is None else f"{differing:,} of {len(per):,}",
