@@ -15,7 +15,7 @@ from typing import Any
 from .._errors import EXIT_OK, UsageError
 from ._output import emit_json, progress
 
-__all__ = ["register"]
+__all__ = ["add_html_argument", "check_html", "register", "write_page"]
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,6 +37,32 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.set_defaults(func=cmd_report)
+
+
+# --- --html PATH on diff, check, doctor and compare ------------------------------------------------
+def add_html_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--html", metavar="PATH", default=None,
+                   help="also write a self-contained HTML report to PATH (one file, no network; see docs/reports.md)")
+
+
+def check_html(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--html`` path (a folder, a missing folder, a file that is not a twinrun report)
+    in one line before the command's long work, not after it."""
+    if args.html is not None:
+        from ..report import check_output
+
+        check_output(args.html)
+
+
+def write_page(args: argparse.Namespace, kind: str, document: Any, **sources: str | None) -> None:
+    """Write the ``--html`` page of ``document`` (the command's ``--json`` document) and say so on
+    stderr; stdout is left to the command (with ``--json``, its one JSON document)."""
+    if args.html is None:
+        return
+    from ..report import write_html
+
+    path = write_html(kind, document, args.html, **sources)
+    progress(args, f"twinrun {args.command}: wrote {path}")
 
 
 def _load_json(path: str) -> Any:
