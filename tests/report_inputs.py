@@ -94,11 +94,13 @@ def sweeps(folder: Path) -> dict[str, Path]:
 
 
 def doctor_json(folder: Path) -> Path:
-    """``twinrun doctor --json`` of examples/nondeterminism/no_seed.py (cause unseeded-init)."""
+    """``twinrun doctor --json --html doctor-cli.html`` of examples/nondeterminism/no_seed.py (cause
+    unseeded-init); its stderr is kept in doctor.stderr."""
     path = folder / "doctor.json"
     if not path.exists():
-        r = _check(twinrun("doctor", "--json", "-q", "--max-steps", "3", "--no-portability",
-                           str(ROOT / "examples" / "nondeterminism" / "no_seed.py")), ok=(1,))
+        r = _check(twinrun("doctor", "--json", "--html", str(folder / "doctor-cli.html"), "--max-steps", "3",
+                           "--no-portability", str(ROOT / "examples" / "nondeterminism" / "no_seed.py")), ok=(1,))
+        (folder / "doctor.stderr").write_text(r.stderr)
         path.write_text(r.stdout)
     return path
 

@@ -262,6 +262,21 @@ def test_doctor_page(folder):
     assert "import twinrun\ntwinrun.seed_everything(0)" in pres
     ledger = html.split('id="ledger-table"')[1].split("</table>")[0]
     assert ledger.count("<tr data-order=") == len(doc["evidence"])
+    # `twinrun doctor --json --html PATH` wrote the same bytes, and said so on stderr
+    assert (folder / "doctor-cli.html").read_text(encoding="utf-8") == html
+    assert f"twinrun doctor: wrote {folder / 'doctor-cli.html'}" in (folder / "doctor.stderr").read_text()
+
+
+def test_doctor_html_refuses_a_file_that_is_not_a_report(tmp_path):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    script = RI.ROOT / "examples" / "nondeterminism" / "no_seed.py"
+    r = RI.twinrun("doctor", "--html", str(notes), "--json", str(script))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()   # one line: refused before the first run
+    assert len(lines) == 1 and lines[0].startswith("twinrun doctor: error:") and "not a twinrun report" in lines[0]
+    assert r.stdout == "" and notes.read_text() == "<p>my notes</p>"
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.html"]
 
 
 def test_probe_page(folder):
