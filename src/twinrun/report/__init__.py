@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import UsageError
-from ._html import jsonable
+from .._format import to_jsonable
 
 __all__ = ["KINDS", "check_output", "detect_kind", "render", "write_html"]
 
@@ -61,7 +61,7 @@ def render(kind: str, document: Any, **sources: str | os.PathLike | None) -> str
 
     if kind not in KINDS:
         raise UsageError(f"unknown report kind {kind!r}; use one of {', '.join(KINDS)}")
-    doc = jsonable(document)
+    doc = to_jsonable(document)   # the one JSON conversion: the document as --json prints it
     if not isinstance(doc, dict):
         raise UsageError(f"the {kind} document must be a JSON object, not {type(doc).__name__}")
     missing = [k for k in _KEYS[kind] if k not in doc and not (kind == "check" and k in ("runs", "comparisons"))]

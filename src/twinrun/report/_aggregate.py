@@ -15,10 +15,15 @@ import numpy as np
 
 from ..stats import iqm
 
-__all__ = ["CURVE_MAX_POINTS", "CURVE_RESAMPLES", "finite_values", "learning_curve", "profile"]
+__all__ = ["CURVE_MAX_POINTS", "CURVE_RESAMPLES", "finite", "finite_values", "learning_curve", "profile"]
 
 CURVE_RESAMPLES = 2000
 CURVE_MAX_POINTS = 200   # steps drawn per curve (evenly thinned beyond)
+
+
+def finite(x: Any) -> bool:
+    """A real, finite number (not a NaN, an infinity, a string or None)."""
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def finite_values(runs: list[dict], metric: str, arm: str | None = None) -> list[float]:

@@ -16,7 +16,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
-__all__ = ["Child", "Safe", "code_text", "el", "esc", "frag", "island", "jsonable", "num"]
+from .._format import to_jsonable
+
+__all__ = ["Child", "Safe", "code_text", "el", "esc", "frag", "island", "num"]
 
 
 class Safe(str):
@@ -117,25 +119,9 @@ def code_text(text: str) -> Safe:
     return frag(*(el("code", None, p) if i % 2 else p for i, p in enumerate(parts)))
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain JSON types, as ``--json`` writes them: NaN and infinities as strings, tuples as lists,
-    objects through ``to_dict()``, NumPy scalars through ``item()``."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if hasattr(obj, "to_dict"):
-        return jsonable(obj.to_dict())
-    if hasattr(obj, "item") and callable(obj.item):
-        return jsonable(obj.item())
-    return obj
-
-
 def island(element_id: str, data: Any) -> Safe:
     """``<script type="application/json">``: keys sorted, ASCII only, and ``<``, ``>``, ``&`` as
     ``\\u`` escapes so that no string (``</script>``, ``<!--``) can end the element early."""
-    text = json.dumps(jsonable(data), ensure_ascii=True, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(to_jsonable(data), ensure_ascii=True, sort_keys=True, allow_nan=False, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Safe(f'<script type="application/json" id="{esc(element_id)}">{text}</script>')

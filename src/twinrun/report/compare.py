@@ -8,9 +8,9 @@ import re
 from typing import Any
 
 from . import data as D
-from ._aggregate import finite_values, learning_curve, profile
+from ._aggregate import finite, finite_values, learning_curve, profile
 from ._html import Child, Safe, el, frag, num
-from ._page import Lead, Section, figure, fmt, fmt_int, note, table, unavailable
+from ._page import Lead, Section, figure, fmt, fmt_int, table, unavailable
 from ._svg import (
     BAR_FILLS,
     STYLES,
@@ -24,12 +24,11 @@ from ._svg import (
     polyline,
     svg_text,
 )
+from .compare_tables import runs_table, tests_section, variance_section
 
 __all__ = ["build"]
 
 _STATS = (("mean", "Mean"), ("median", "Median"), ("iqm", "IQM"))
-_SOURCE_WORDS = {"init": "init (the weights' seed)", "data": "data (order and augmentation seed)",
-                 "none": "nothing varied (nondeterminism)"}
 
 
 def build(doc: dict, sources: dict) -> tuple[Lead, list[Section], dict, list[str]]:
@@ -78,14 +77,14 @@ def build(doc: dict, sources: dict) -> tuple[Lead, list[Section], dict, list[str
                 "This needs the runs themselves, which were not given: render from the results files, ",
                 el("code", None, "twinrun report A.db B.db -o report.html"), ".")))
     if two:
-        sections.append(Section("tests", "Tests, effect sizes and seeds needed", _tests(doc),
+        sections.append(Section("tests", "Tests, effect sizes and seeds needed", tests_section(doc),
                                 "Welch's t-test decides (Holm-adjusted when several metrics are compared); "
                                 "the seeds needed are per arm, for 80% power to detect the observed effect."))
     if doc.get("variance"):
-        sections.append(Section("variance", "Variance by source", _variance(doc["variance"]),
+        sections.append(Section("variance", "Variance by source", variance_section(doc["variance"]),
                                 "How much of the seed-to-seed variance each source causes, from three arms that vary "
                                 "only the weights' seed, only the data seed, or nothing."))
-    sections.append(Section("runs", "Every run", _runs(files, metrics, two),
+    sections.append(Section("runs", "Every run", runs_table(files, metrics, two),
                             "Every run in the results files, failed and excluded ones included. Sort by any column: "
                             "click its heading, or Tab to it and press Enter."))
     inputs = [str(doc.get("a"))] + ([str(doc.get("b"))] if two else [])
@@ -164,10 +163,6 @@ def _est(e: Any) -> str:
     return f"{fmt(e.get('value'), 4)} [{fmt(e.get('low'), 4)}, {fmt(e.get('high'), 4)}]"
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def _interval_chart(ident: str, name: str, rows: list[tuple[str, dict, int]]) -> Safe:
     panels = len(_STATS)
     lab_w = 74
@@ -200,13 +195,13 @@ def _interval_chart(ident: str, name: str, rows: list[tuple[str, dict, int]]) ->
             y = y0 + rh * ri + rh / 2
             if pi == 0:
                 out.append(svg_text(lab_w - 6, y + 4, clip(lab, lab_w - 8), anchor="end"))
-            if _finite(e.get("low")) and _finite(e.get("high")):
+            if finite(e.get("low")) and finite(e.get("high")):
                 a, b = sx(e["low"]), sx(e["high"])
                 out.append(el("rect", {"x": num(min(a, b)), "y": num(y - 6), "width": num(max(abs(b - a), 1.5)),
                                        "height": 12, "fill": BAR_FILLS[style % len(BAR_FILLS)], "fill-opacity": 0.75,
                                        "stroke": "#222", "stroke-width": 0.6},
                               el("title", None, f"{lab}, {word}: {_est(e)}")))
-            if _finite(e.get("value")):
+            if finite(e.get("value")):
                 shape = STYLES[style % len(STYLES)][1]
                 out.append(marker(shape, sx(e["value"]), y, "#000", 3.2))
     out.append(svg_text(lab_w + (width - lab_w) / 2, height - 10, f"{name} (as logged by the script)", anchor="middle",
@@ -224,7 +219,7 @@ def _triple(e: Any) -> list[float]:
     """The finite ones of an estimate's value, low and high."""
     if not isinstance(e, dict):
         return []
-    return [float(e[k]) for k in ("value", "low", "high") if _finite(e.get(k))]
+    return [float(e[k]) for k in ("value", "low", "high") if finite(e.get(k))]
 
 
 def _ticks(lo: float, hi: float) -> list[float]:
@@ -252,13 +247,13 @@ def _improvement(metrics: dict) -> Safe:
     for i, (name, e, direction) in enumerate(rows):
         y = c.y(len(rows) - i - 0.5)
         c.add(svg_text(lab_w - 8, y + 4, clip(name, lab_w - 12), anchor="end"))
-        if _finite(e.get("low")) and _finite(e.get("high")):
+        if finite(e.get("low")) and finite(e.get("high")):
             width = max(c.x(e["high"]) - c.x(e["low"]), 1.5)
             c.add(el("rect", {"x": num(c.x(e["low"])), "y": num(y - 6), "width": num(width),
                               "height": 12, "fill": BAR_FILLS[0], "fill-opacity": 0.7, "stroke": "#222",
                               "stroke-width": 0.6},
                      el("title", None, f"{name}: {_est(e)} ({direction})")))
-        if _finite(e.get("value")):
+        if finite(e.get("value")):
             c.add(marker("diamond", c.x(e["value"]), y, "#000", 4))
             c.add(svg_text(c.x(e["value"]), y - 10, fmt(e["value"], 2), anchor="middle", cls="tl"))
     return figure(c.render(), "Right of the dashed line: A tends to beat B; left: B tends to beat A. 'Better' follows "
@@ -395,140 +390,3 @@ def _curves(doc: dict, files: list[dict], arms: list) -> tuple[Safe, dict]:
         return unavailable("No metric was logged at more than one step by at least two runs; log a series with ",
                            el("code", None, "twinrun.log_metric(name, value, step=i)"), "."), data
     return el("div", {"class": "grid2"}, parts), data
-
-
-# --- tests -------------------------------------------------------------------------------------------------
-def _tests(doc: dict) -> Safe:
-    rows = []
-    sentences: list[Child] = []
-    for name, m in (doc.get("metrics") or {}).items():
-        c = m.get("comparison") or {}
-        rows.append([name, f"{m.get('direction')} ({m.get('direction_source')})",
-                     (fmt(c.get("welch_p")), c.get("welch_p") if _finite(c.get("welch_p")) else ""),
-                     (fmt(c.get("p_decision")), c.get("p_decision") if _finite(c.get("p_decision")) else ""),
-                     (fmt(c.get("mannwhitney_p")), c.get("mannwhitney_p") if _finite(c.get("mannwhitney_p")) else ""),
-                     (fmt(c.get("cohens_d")), c.get("cohens_d") if _finite(c.get("cohens_d")) else ""),
-                     (fmt(c.get("cliffs_delta")), c.get("cliffs_delta") if _finite(c.get("cliffs_delta")) else ""),
-                     (fmt_int(c.get("seeds_needed")), c.get("seeds_needed") if c.get("seeds_needed") else ""),
-                     f"{fmt_int(c.get('n_a'))} / {fmt_int(c.get('n_b'))}",
-                     "A" if c.get("better") == "A" else ("B" if c.get("better") == "B" else "neither")])
-        sentences.append(el("li", None, _seeds_sentence(name, c)))
-        for n in c.get("notes") or []:
-            sentences.append(el("li", None, f"{name}: {n}"))
-    cols = [("metric", "text"), ("direction", "text"), ("Welch p", "number"), ("p used (Holm)", "number"),
-            ("Mann-Whitney p", "number"), ("Cohen's d", "number"), ("Cliff's delta", "number"),
-            ("seeds needed per arm", "number"), ("runs A / B", "text"), ("better", "text")]
-    return frag(table(cols, rows, sortable=True, caption="tests and effect sizes", ident="tests-table"),
-                el("ul", None, sentences))
-
-
-def _seeds_sentence(name: str, c: dict) -> str:
-    need = c.get("seeds_needed")
-    have = f"you have {fmt_int(c.get('n_a'))} and {fmt_int(c.get('n_b'))}"
-    if not need:
-        return f"{name}: the means are equal, so no number of seeds would detect a difference ({have})."
-    return (f"{name}: to detect a difference of the observed size (Cohen's d = {fmt(c.get('cohens_d'))}) "
-            f"with 80% power at α = {fmt(c.get('alpha'))}, about {need:,} seeds per arm are needed; {have}.")
-
-
-# --- variance -----------------------------------------------------------------------------------------------
-def _variance(variance: dict) -> Safe:
-    parts: list[Child] = []
-    for mi, (name, v) in enumerate(variance.items()):
-        if not isinstance(v, dict):
-            continue
-        if "error" in v:
-            parts.append(note(f"{name}: {v['error']}"))
-            continue
-        shares = v.get("shares") or {}
-        srcs = [s for s in ("init", "data", "none") if s in shares]
-        parts.append(el("h3", None, name))
-        lab_w = 220
-        c = Chart(f"variance-{mi}", f"Share of the variance of {name} by source",
-                  f"For {name}, the share of seed-to-seed variance from each source with 95% intervals.",
-                  height=40 + 32 * len(srcs) + 46, left=lab_w, top=20)
-        c.scales(0, 100, 0, len(srcs))
-        assert c.x is not None and c.y is not None
-        c.axes("share of the variance (%)", "", xticks=[(x, f"{x}%") for x in (0, 25, 50, 75, 100)], yticks=[],
-               xgrid=True, ygrid=False)
-        for i, s in enumerate(srcs):
-            e = shares[s]
-            y = c.y(len(srcs) - i - 0.5)
-            c.add(svg_text(lab_w - 8, y + 4, _SOURCE_WORDS.get(s, s), anchor="end"))
-            if not _finite(e.get("value")):
-                c.add(svg_text(c.x(0) + 6, y + 4, "undefined (no arm varies)", cls="tl"))
-                continue
-            w = c.x(100 * e["value"]) - c.x(0)
-            ci = _finite(e.get("low")) and _finite(e.get("high"))
-            words = f"{_pct(e['value'])}" + (f" [{_pct(e['low'])}, {_pct(e['high'])}]" if ci else " (no interval)")
-            c.add(el("rect", {"x": num(c.x(0)), "y": num(y - 9), "width": num(max(w, 0.8)), "height": 18,
-                              "fill": BAR_FILLS[i], "stroke": "#222", "stroke-width": 0.6},
-                     el("title", None, f"{s}: {words}")))
-            right = c.x(100 * e["value"])
-            if ci:
-                a, b = c.x(100 * e["low"]), c.x(100 * e["high"])
-                right = max(right, b)
-                c.add(el("path", {"d": f"M{num(a)} {num(y)}H{num(b)}M{num(a)} {num(y - 5)}V{num(y + 5)}"
-                                       f"M{num(b)} {num(y - 5)}V{num(y + 5)}", "stroke": "#000", "stroke-width": 1.4,
-                                  "fill": "none"}))
-            c.add(svg_text(min(right + 6, c.width - 40), y + 4, _pct(e["value"]), cls="tl"))
-        cap = ("Variances (ddof 1): " + ", ".join(f"{s} {fmt((v.get('variances') or {}).get(s))}" for s in srcs)
-               + "; runs per arm: " + ", ".join(f"{s} {fmt_int((v.get('n') or {}).get(s))}" for s in srcs) + ".")
-        parts.append(figure(c.render(), cap))
-        for n in v.get("notes") or []:
-            parts.append(note(f"{name}: {n}"))
-    return frag(parts) if parts else unavailable("No metric has a variance decomposition.")
-
-
-def _pct(x: Any) -> str:
-    return f"{100 * x:.0f}%" if _finite(x) else "—"
-
-
-# --- runs ---------------------------------------------------------------------------------------------------
-def _runs(files: list[dict], metrics: dict, two: bool) -> Safe:
-    if not files:
-        return unavailable("The runs are in the results files, which were not given: ",
-                           el("code", None, "twinrun report A.db [B.db] -o report.html"), ".")
-    names = sorted({n for f in files for r in f["runs"] for n in r["metrics"]})
-    cols = [("file", "text"), ("arm", "text"), ("run", "number"), ("seed", "number"), ("status", "text"),
-            ("exit code", "number"), ("seconds", "number")] + [(n, "number") for n in names] + [("note", "text")]
-    rows: list[list[Any]] = []
-    classes: list[str | None] = []
-    counts = {"ok": 0, "failed": 0, "excluded": 0}
-    for fi, f in enumerate(files):
-        label = "AB"[fi] if two else "A"
-        for r in f["runs"]:
-            bad = [n for n, v in r["metrics"].items() if not _finite(v)]
-            cells: list[Any] = [f"{label}: {f['file']}", str(r["arm"]), r["idx"],
-                                (fmt_int(r["seed"]) if r["seed"] is not None else "—",
-                                 r["seed"] if r["seed"] is not None else ""),
-                                el("strong", None, "FAILED") if r["status"] != "ok" else "ok",
-                                (fmt_int(r["returncode"]) if r["returncode"] is not None else "—",
-                                 r["returncode"] if r["returncode"] is not None else ""),
-                                (fmt(r["duration"]), r["duration"] if r["duration"] is not None else "")]
-            for n in names:
-                v = r["metrics"].get(n)
-                if v is None:
-                    cells.append(("—", ""))
-                elif _finite(v):
-                    cells.append((fmt(v, 4), repr(float(v))))
-                else:
-                    cells.append((f"{v} (excluded)", ""))
-            if r["status"] != "ok":
-                cells.append(f"failed: {r['error'] or 'no error text'}")
-                classes.append("failed")
-                counts["failed"] += 1
-            elif bad:
-                cells.append(f"excluded from {', '.join(bad)}: not a finite number")
-                classes.append("excluded")
-                counts["excluded"] += 1
-            else:
-                cells.append("")
-                classes.append(None)
-                counts["ok"] += 1
-            rows.append(cells)
-    summary = el("p", {"class": "caption"},
-                 f"{sum(counts.values()):,} runs: {counts['ok']:,} finished, {counts['failed']:,} failed "
-                 f"(striped orange), {counts['excluded']:,} with a value excluded as NaN or infinite (striped blue). "
-                 "Failed runs and excluded values are left out of every statistic above.")
-    return frag(summary, table(cols, rows, sortable=True, caption="runs", row_classes=classes, ident="runs-table"))
