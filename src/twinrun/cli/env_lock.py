@@ -43,7 +43,8 @@ def _check(args: argparse.Namespace) -> int:
         found = lock.find_lock(Path.cwd())
         if found is None:
             raise UsageError("no lock given and none found here or in the parent folders (uv.lock, pylock.toml, "
-                             "requirements*.txt); give one with --lock FILE or write one with: twinrun env freeze -o FILE")
+                             "requirements*.txt); give one with --lock FILE or write one with: "
+                             "twinrun env freeze -o FILE")
         path = found[0]
         progress(args, f"twinrun env check: using {path}")
     result = lock.check(path)
