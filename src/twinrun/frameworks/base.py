@@ -156,9 +156,9 @@ class Intervention:
     ``kind``: ``order`` (decides the order of samples), ``content`` (the values drawn), ``clock``,
     ``cpu``, ``reduction`` (the order a multi-process sum adds in). ``apply`` changes the process
     (patching constructors, seeding globals) and reports every new call site through the context.
-    ``fix`` is the fix sentence when this intervention is the one that removed a divergence: ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}``
-    for the framework's own advice (``FixWords.content_tail``); ``priority`` picks among several that
-    acted (higher wins)."""
+    ``fix`` is the fix sentence when this intervention is the one that removed a divergence:
+    ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}`` for the framework's own
+    advice (``FixWords.content_tail``); ``priority`` picks among several that acted (higher wins)."""
 
     name: str
     description: str
