@@ -59,15 +59,41 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     fd, report_path = tempfile.mkstemp(prefix="twinrun-report-", suffix=".jsonl")
     os.close(fd)
     child_env[_channel.ENV] = report_path
+    if options.nproc is not None:
+        from .. import frameworks, ranks
+
+        # torchrun starts `python -m twinrun run` on each rank with this interpreter and environment.
+        cmd = [*frameworks.launcher(options.nproc), "-m", "twinrun", "run", *options.replace(nproc=None).to_argv()]
+        child_env[ranks.ENV_LAUNCHER] = "1"
+    else:
+        cmd = [sys.executable, "-m", "twinrun", "run", *options.to_argv()]
     try:
-        done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
-                            timeout=timeout)
+        done = _process.run(cmd, env=child_env, cwd=cwd, timeout=timeout)
         reports = _channel.read(report_path)
     finally:
         Path(report_path).unlink(missing_ok=True)
+    if options.nproc is not None:
+        return _ranks_result(options, done, reports)
     status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
     return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
                      divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+
+
+def _ranks_result(options: RunOptions, done: _process.ChildResult, reports: list[dict[str, Any]]) -> RunResult:
+    """A run of N ranks: one result per rank (from its report), the worst rank's code and status."""
+    from .distributed import REPORT_KIND, collect, combine
+
+    assert options.output is not None and options.nproc is not None
+    per_rank, notes = collect(options.output, options.nproc, reports, done.returncode, done.timed_out, _trace_facts)
+    code, status = combine(per_rank)
+    lead = per_rank[0]
+    _, _, _, seen = _trace_facts(lead.trace_path)
+    return RunResult(code, lead.trace_path, status, steps=min(r.steps for r in per_rank), seconds=done.seconds,
+                     error=next((r.error for r in per_rank if r.error), None),
+                     stop_reason=lead.stop_reason,
+                     divergence=next((r.divergence for r in per_rank if r.divergence), None),
+                     stdout=done.stdout, stderr=done.stderr, seen=seen, notes=notes, ranks=per_rank,
+                     reports=[r for r in reports if r.get("kind") != REPORT_KIND])
 
 
 def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None, dict[str, int]]:
