@@ -130,6 +130,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     results: list[RunResult] = []
     try:
+        if options.nproc is not None:
+            from ._ranks import check_ranks
+
+            code, rank_failed = check_ranks(args, options, runs, folder, args.timeout, against, keep)
+            if keep and not rank_failed:
+                progress(args, f"twinrun check: traces kept in {folder}")
+            keep = keep or rank_failed
+            return code
         if against is not None:
             with open_reference(against) as ref:   # a bad reference: one line, before any run
                 steps = ref.steps()
