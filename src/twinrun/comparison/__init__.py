@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .._errors import StructuralMismatchError
+from .._errors import StructuralMismatchError, UsageError
 from .._format import fmt_count, fmt_float
 from ..env import EnvDiff
 from ..trace import PHASES, Event, Trace, as_float
@@ -30,7 +31,7 @@ from .model import Divergence, EventDesc, EventStats, Growth, Samples, Structura
 from .topology import Topology, compare_topologies, world_size
 
 __all__ = ["Comparison", "Divergence", "EventDesc", "EventStats", "Growth", "Samples", "Structural", "StructuralKind",
-           "Topology", "captured_phases", "diff", "event_difference", "first_divergence", "phase_words"]
+           "Topology", "captured_phases", "diff", "diff_ranks", "event_difference", "first_divergence", "phase_words"]
 
 # --- two traces -----------------------------------------------------------------------------------
 
@@ -192,6 +193,27 @@ def diff(a: Trace | str | os.PathLike[str], b: Trace | str | os.PathLike[str]) -
         ta = a if isinstance(a, Trace) else stack.enter_context(Trace.open(a))
         tb = b if isinstance(b, Trace) else stack.enter_context(Trace.open(b))
         return _diff(ta, tb)
+
+
+def diff_ranks(a: Sequence[str | os.PathLike[str]], b: Sequence[str | os.PathLike[str]]) -> tuple[int, Comparison]:
+    """Rank k of one run against rank k of another (``a[k]`` with ``b[k]``): the comparison that parts first
+    (earliest step, then event, then rank) and its rank; rank 0's when every rank repeats."""
+    if len(a) != len(b) or not a:
+        raise UsageError(f"runs of {len(a)} and {len(b)} ranks: compare runs of one rank count")
+    found = [diff(x, y) for x, y in zip(a, b)]
+    best: tuple[tuple[int, int, int], int] | None = None
+    for k, c in enumerate(found):
+        d = c.first_divergence
+        if d is not None:
+            where = (d.step, d.index, k)
+        elif c.structural:
+            where = (c.structural[0].step or 0, c.structural[0].index or 0, k)
+        else:
+            continue
+        if best is None or where < best[0]:
+            best = (where, k)
+    k = 0 if best is None else best[1]
+    return k, found[k]
 
 
 def captured_phases(t: Trace) -> list[str] | None:
