@@ -18,7 +18,7 @@ import pytest
 DDP = Path(__file__).parent / "scripts" / "ddp"
 sys.path.insert(0, str(DDP))
 
-import ddp_harness as h
+import ddp_harness as h  # noqa: E402 - found through the path above
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

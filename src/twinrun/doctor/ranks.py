@@ -20,7 +20,7 @@ from typing import Any
 
 from ..comparison.replicas import ReplicaCheck, replicas
 from .experiments import Plan
-from .model import Cause, Diagnosis, Experiment, Verdict
+from .model import Cause, Diagnosis, Experiment, Verdict, Where
 
 __all__ = ["BUCKETS", "bucket_plan", "rank_threads", "replica_diagnosis", "replica_evidence"]
 
@@ -37,8 +37,11 @@ def replica_evidence(baseline: Experiment) -> tuple[Experiment, ReplicaCheck]:
     exp = Experiment("replicas", "nothing: the ranks of the first baseline run compared with rank 0 (digests)",
                      identical=check.consistent, runs=0, compared_with="rank 0 of the same run",
                      note=check.sentence())
-    if check.first_divergence is not None:
-        exp.rank = check.first_divergence.rank
+    d = check.first_divergence
+    if d is not None:
+        exp.rank = d.rank
+        exp.first_divergence = Where(d.step, d.phase, d.name, shape=list(d.shape), differing=d.differing,
+                                     max_abs=d.max_abs, max_ulp=d.max_ulp)
     return exp, check
 
 
@@ -47,7 +50,7 @@ def replica_diagnosis(script: Path, baseline: Experiment, check: ReplicaCheck, e
     """The diagnosis the replica check alone establishes, or None when it finds nothing."""
     d = check.first_divergence
     if check.consistent is False and d is not None:
-        fix = ("Keep every rank's parameters changes inside DDP: update the model only through the optimizer "
+        fix = ("Keep every change of the parameters inside DDP: update the model only through the optimizer "
                "step after the all-reduce (no rank-dependent update, gradient scaling or clipping by a local norm, "
                "no forgotten `no_sync()` step); "
                + ("wrap the model in DistributedDataParallel before the first forward and seed init the same on every "

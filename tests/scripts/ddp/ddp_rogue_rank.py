@@ -32,7 +32,8 @@ def main() -> None:
     net = MLP(args.hidden)
     model = DDP(net)
     ds = digits()
-    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                                          seed=args.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=args.batch // world, sampler=sampler, drop_last=True)
     param = net.get_parameter(args.rogue_param)
 

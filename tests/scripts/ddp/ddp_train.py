@@ -35,7 +35,8 @@ def main() -> None:
     model = DDP(net, gradient_as_bucket_view=args.gradient_as_bucket_view, static_graph=args.static_graph,
                 find_unused_parameters=args.find_unused_parameters, **ddp_kw)
     ds = digits()
-    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    sampler: DistributedSampler[Any] = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=True,
+                                                          seed=args.seed, drop_last=True)
     loader = DataLoader(ds, batch_size=args.batch // world, sampler=sampler, drop_last=True)
     loss = train(model, net, batches(loader, sampler), args.steps, args.lr, Dump(args.dump, rank, args.values))
     if rank == 0:

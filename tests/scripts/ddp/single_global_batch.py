@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 
 def global_batches(ds, world: int, batch: int, seed: int):
-    samplers: list[DistributedSampler[Any]] = [DistributedSampler(ds, num_replicas=world, rank=r, shuffle=True, seed=seed, drop_last=True)
-                for r in range(world)]
+    samplers: list[DistributedSampler[Any]] = [
+        DistributedSampler(ds, num_replicas=world, rank=r, shuffle=True, seed=seed, drop_last=True)
+        for r in range(world)]
     loaders = [DataLoader(ds, batch_size=batch // world, sampler=s, drop_last=True) for s in samplers]
     epoch = 0
     while True:
