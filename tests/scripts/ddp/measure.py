@@ -1,6 +1,6 @@
 """Measure the multi-process facts of README.md on this machine and print them (one JSON document).
 
-    python tests/scripts/ddp/measure.py [--only launch,repeat,threads,buckets,topology,replicas,exit]
+    python tests/scripts/ddp/measure.py [--only launch,repeat,threads,buckets,topology,replicas,exit,twinrun-exit]
                                         [--repeats 3] [--out facts.json]
 
 Every training launch is 2 ranks of gloo on CPU (4 where named), 5 steps of a tiny MLP on digits.
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ddp_harness as h
 
-SECTIONS = ("launch", "repeat", "threads", "buckets", "allreduce", "topology", "replicas", "exit")
+SECTIONS = ("launch", "repeat", "threads", "buckets", "allreduce", "topology", "replicas", "exit", "twinrun-exit")
 
 
 def launch_facts(folder: Path, repeats: int) -> dict:
@@ -188,6 +188,28 @@ def exit_facts() -> dict:
     return out
 
 
+def twinrun_exit_facts(repeats: int) -> dict:
+    """How often a rank aborts at interpreter exit: the script ending without destroy_process_group()
+    under plain torchrun, against the same script under `twinrun run --nproc 2` (which destroys the
+    group and leaves by os._exit after the atexit handlers), interleaved."""
+    script = h.HERE / "ddp_early_exit.py"
+    args = ["--steps", "2", "--exit-step", "99", "--no-destroy"]
+    src = str(h.HERE.parents[2] / "src")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    cases = {"torchrun_no_destroy": h.torchrun_command(script, args),
+             "twinrun_nproc_2": [sys.executable, "-m", "twinrun", "run", "-q", "--nproc", "2", "-o",
+                                 str(Path(tempfile.mkdtemp()) / "x.trace"),
+                                 str(script), "--", *args]}
+    out: dict[str, dict[str, int]] = {k: {"launches": 0, "aborts": 0, "failed": 0} for k in cases}
+    for _ in range(repeats):
+        for name, cmd in cases.items():
+            r = h.run(cmd, env=env, timeout=300)
+            out[name]["launches"] += 1
+            out[name]["aborts"] += h.EXIT_ABORT in r.stderr
+            out[name]["failed"] += r.returncode != 0
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--only", default=",".join(SECTIONS))
@@ -203,7 +225,8 @@ def main() -> None:
     facts: dict = json.loads(out.read_text(encoding="utf-8")) if out and out.exists() else {}
     measure = {"launch": lambda f: launch_facts(f, args.repeats), "repeat": repeat_facts,
                "threads": thread_facts, "buckets": bucket_facts, "allreduce": allreduce_facts,
-               "topology": topology_facts, "replicas": replica_facts, "exit": lambda f: exit_facts()}
+               "topology": topology_facts, "replicas": replica_facts, "exit": lambda f: exit_facts(),
+               "twinrun-exit": lambda f: twinrun_exit_facts(4 * args.repeats)}
     with tempfile.TemporaryDirectory(prefix="ddp-facts-") as tmp:
         for name in only:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
