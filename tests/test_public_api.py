@@ -9,9 +9,10 @@ import sys
 import twinrun
 
 EXPECTED = [
-    "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
+    "BadLockError", "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
     "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
-    "__version__", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "record", "seed_everything",
+    "__version__", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "record", "replicas",
+    "seed_everything",
     "step",
 ]
 

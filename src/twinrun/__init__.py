@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 from ._errors import (
+    BadLockError,
     BadResultsError,
     BadTraceError,
     FrameworkMissingError,
@@ -36,12 +37,14 @@ _LAZY = {
     "step": "twinrun.recording",
     "Comparison": "twinrun.comparison",
     "diff": "twinrun.comparison",
+    "replicas": "twinrun.comparison.replicas",
     "compare_sweeps": "twinrun.sweep",
     "log_metric": "twinrun.metrics",
     "compare": "twinrun._deprecated",   # renamed diff; goes in 0.3
 }
 
 __all__ = [
+    "BadLockError",
     "BadResultsError",
     "BadTraceError",
     "Comparison",
@@ -60,6 +63,7 @@ __all__ = [
     "diff",
     "log_metric",
     "record",
+    "replicas",
     "seed_everything",
     "step",
 ]
