@@ -1,0 +1,381 @@
+"""Batch-invariant PyTorch kernels on CPU: each row's bits do not depend on the batch around it.
+
+Why rows change: a kernel picks its algorithm, its blocking and its split across threads from the
+shape of the whole call. MKL's SGEMM computes a row of a 1-row or 5-row product with other kernels
+than inside a 64-row product (the result differs by a few ULP), and at 10 rows it splits them
+across 2 threads another way than on 1 thread; PyTorch's CPU flash attention differs for every batch
+size (measured, docs/inference.md).
+
+The fix here: every overridden op runs as a sequence of kernel calls of **one fixed shape** that
+depends on the layer, never on the batch. Rows are copied into a zero-padded buffer of whole blocks
+(``GEMM_ROWS`` rows for matrix products; a fixed element budget for row-wise ops), and the original
+kernel is called once per block through its ``.out`` overload. The same call shape means the same
+algorithm, blocking and thread split for every row, whatever the batch size. Row-wise kernels
+(softmax, norms, reductions along the last dimension) give each row to one thread, so their rows are
+also the same for any thread count; for matrix products this was measured for 1-4 threads
+(tests/test_batch_invariant.py) rather than proven: it is MKL's behaviour on fixed shapes.
+
+Ops (CPU, float32/float64/bfloat16/float16, strided tensors; anything else takes the original
+kernel): ``mm``, ``addmm`` (``Linear``, ``matmul``), ``bmm``, ``baddbmm``, ``_softmax``,
+``_log_softmax`` (over the last dimension), ``native_layer_norm`` and ``_fused_rms_norm`` (recomputed per block from ``var_mean``/``mean``), ``sum`` and
+``mean`` over trailing dimensions, and ``_scaled_dot_product_flash_attention_for_cpu``
+(``F.scaled_dot_product_attention``), recomputed as blocked ``bmm`` + softmax + ``bmm``.
+
+Registration goes through ``torch.library.Library("aten", "IMPL")`` on the CPU dispatch key while
+the context is active (about 0.1 ms to enter and leave). It acts on every thread of the process, and
+autograd keeps working (the overrides sit below it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+
+import torch
+
+__all__ = ["GEMM_ROWS", "ROW_BUDGET", "batch_invariant", "is_active"]
+
+# Rows per matrix-product call. 32 rows keep MKL on its large-matrix path (FACTS.md: sub-batches of
+# 12+ rows agree there, fewer do not), make each block start 64-byte aligned for 2-byte dtypes and up,
+# and cost little at batch 64 (benchmarks/bench_batch_invariant.py).
+GEMM_ROWS = 32
+# Elements per call of a row-wise op (softmax, norms, reductions): the rows per block are
+# ROW_BUDGET // row_length, a property of the layer.
+ROW_BUDGET = 1 << 16
+# Batched matrix products: this many elements of inputs per call, whole matrices.
+BMM_BUDGET = 1 << 18
+
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_lock = threading.Lock()
+_depth = 0
+_lib: Any = None
+
+
+def _plain(*tensors: Any) -> bool:
+    """Tensors this module handles: dense CPU floats. Anything else goes to the original kernel."""
+    return all(t is None or (isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.layout == torch.strided
+                             and t.dtype in _FLOATS and not t.is_quantized)
+               for t in tensors)
+
+
+def _padded(x: torch.Tensor, rows: int, block: int) -> tuple[torch.Tensor, int]:
+    """``x`` (rows first) copied into a fresh contiguous buffer of whole blocks, the tail zeroed."""
+    n_blocks = max(1, -(-rows // block))
+    buf = x.new_empty((n_blocks * block, *x.shape[1:]))  # new_empty is contiguous
+    buf[:rows].copy_(x)
+    buf[rows:].zero_()
+    return buf, n_blocks
+
+
+# --- matrix products ----------------------------------------------------------------------------
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if not _plain(a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
+        return torch.ops.aten.mm.out(a, b, out=a.new_empty(0))
+    rows, block = a.shape[0], GEMM_ROWS
+    buf, n_blocks = _padded(a, rows, block)
+    out = a.new_empty((n_blocks * block, b.shape[1]))
+    for i in range(n_blocks):
+        s = slice(i * block, (i + 1) * block)
+        torch.ops.aten.mm.out(buf[s], b, out=out[s])
+    return out[:rows]
+
+
+def _addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: Any = 1, alpha: Any = 1) -> torch.Tensor:
+    if not _plain(bias, a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
+        return torch.ops.aten.addmm.out(bias, a, b, beta=beta, alpha=alpha, out=a.new_empty(0))
+    rows, block = a.shape[0], GEMM_ROWS
+    buf, n_blocks = _padded(a, rows, block)
+    out = a.new_empty((n_blocks * block, b.shape[1]))
+    per_row = bias.dim() == 2 and bias.shape[0] == rows and rows != 1
+    bias_buf = _padded(bias, rows, block)[0] if per_row else bias
+    for i in range(n_blocks):
+        s = slice(i * block, (i + 1) * block)
+        torch.ops.aten.addmm.out(bias_buf[s] if per_row else bias, buf[s], b, beta=beta, alpha=alpha, out=out[s])
+    return out[:rows]
+
+
+def _round_up(n: int, q: int) -> int:
+    return -(-n // q) * q
+
+
+def _aligned_entries(x: torch.Tensor, total: int, cols: int) -> torch.Tensor:
+    """``x`` (entries, rows, c) copied into ``total`` zeroed entries of ``cols`` columns whose
+    entry stride is a multiple of 64 bytes."""
+    entries, rows, c = x.shape
+    q = max(1, 64 // x.element_size())
+    buf = torch.empty_strided((total, rows, cols), (_round_up(rows * cols, q), cols, 1), dtype=x.dtype)
+    buf.zero_()
+    buf[:entries, :, :c].copy_(x)
+    return buf
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Blocked batched product. MKL's batched GEMM gives an entry other bits depending on where its
+    matrices sit in memory (measured: entries whose stride is not a multiple of 64 bytes change with
+    their position in the batch), so every entry of A, B and the result starts 64-byte aligned
+    (B and the result padded with zero columns) and the calls have a fixed number of entries."""
+    if not _plain(a, b) or a.dtype != b.dtype or a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0]:
+        return torch.ops.aten.bmm.out(a, b, out=a.new_empty(0))
+    entries, m, k = a.shape
+    n = b.shape[2]
+    q = max(1, 64 // a.element_size())
+    n_pad = n
+    while (m * n_pad) % q:   # the result's entries must be 64-byte aligned too (it is contiguous)
+        n_pad += 1
+    block = max(1, BMM_BUDGET // max(1, m * k + k * n_pad))
+    total = max(1, -(-entries // block)) * block
+    abuf = _aligned_entries(a, total, k)
+    bbuf = _aligned_entries(b.expand(entries, k, n), total, n_pad)
+    out = a.new_empty((total, m, n_pad))
+    for start in range(0, total, block):
+        s = slice(start, start + block)
+        torch.ops.aten.bmm.out(abuf[s], bbuf[s], out=out[s])
+    result = out[:entries, :, :n]
+    return result if n_pad == n else result.contiguous()
+
+
+def _baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: Any = 1, alpha: Any = 1) -> torch.Tensor:
+    if not _plain(bias, a, b) or a.dtype != b.dtype or a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0]:
+        return torch.ops.aten.baddbmm.out(bias, a, b, beta=beta, alpha=alpha, out=a.new_empty(0))
+    product = _bmm(a, b)
+    if alpha != 1:
+        product = product * alpha
+    if beta == 0:   # as baddbmm: the bias is ignored, NaN and inf included
+        return product.expand(a.shape[0], a.shape[1], b.shape[2]).clone()
+    return product + (bias if beta == 1 else bias * beta)
+
+
+# --- row-wise ops ---------------------------------------------------------------------------------
+
+def _block_rows(rows: int, width: int) -> tuple[int, int]:
+    """Rows per block for rows of ``width`` elements, and the padded row count."""
+    block = max(1, ROW_BUDGET // max(1, width))
+    return block, max(1, -(-rows // block)) * block
+
+
+def _row_blocks(x2d: torch.Tensor, fn: Callable[[torch.Tensor, slice], None]) -> None:
+    """Call ``fn(block, slice)`` on fixed-size blocks of the zero-padded rows of ``x2d``."""
+    rows = x2d.shape[0]
+    block, _ = _block_rows(rows, math.prod(x2d.shape[1:]))
+    buf, n_blocks = _padded(x2d, rows, block)
+    for i in range(n_blocks):
+        s = slice(i * block, (i + 1) * block)
+        fn(buf[s], s)
+
+
+def _lastdim_softmax(x: torch.Tensor, half_to_float: bool, op: Any) -> torch.Tensor:
+    width = x.shape[-1]
+    x2d = x.reshape(-1, width)
+    out_dtype = torch.float32 if half_to_float and x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    out = torch.empty((_block_rows(x2d.shape[0], width)[1], width), dtype=out_dtype)
+    _row_blocks(x2d, lambda blk, s: op(blk, 1, half_to_float, out=out[s]))
+    return out[:x2d.shape[0]].reshape(x.shape)
+
+
+def _softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    if not _plain(x) or x.dim() == 0 or dim % x.dim() != x.dim() - 1 or x.numel() == 0:
+        out = x.new_empty(0, dtype=torch.float32 if half_to_float else x.dtype)
+        return torch.ops.aten._softmax.out(x, dim, half_to_float, out=out)
+    return _lastdim_softmax(x, half_to_float, torch.ops.aten._softmax.out)
+
+
+def _log_softmax(x: torch.Tensor, dim: int, half_to_float: bool) -> torch.Tensor:
+    if not _plain(x) or x.dim() == 0 or dim % x.dim() != x.dim() - 1 or x.numel() == 0:
+        out = x.new_empty(0, dtype=torch.float32 if half_to_float else x.dtype)
+        return torch.ops.aten._log_softmax.out(x, dim, half_to_float, out=out)
+    return _lastdim_softmax(x, half_to_float, torch.ops.aten._log_softmax.out)
+
+
+def _stat_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _layer_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None,
+                bias: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``native_layer_norm.out`` only wraps the functional op (calling it would come back here), so
+    layer_norm is recomputed from ``var_mean``, row block by row block (in float32 for half types).
+    Returns (output, mean, rstd) as the native kernel does, so its backward still applies."""
+    k = len(normalized_shape)
+    lead = tuple(x.shape[:x.dim() - k])
+    stat = _stat_dtype(x)
+    rows = math.prod(lead) if x.numel() else 0
+    x2d = x.reshape(rows, *normalized_shape)
+    total = _block_rows(rows, math.prod(normalized_shape))[1]
+    out = x.new_empty((total, *normalized_shape))
+    mean = x.new_empty((total, *([1] * k)), dtype=stat)
+    rstd = x.new_empty((total, *([1] * k)), dtype=stat)
+    dims = list(range(1, k + 1))
+
+    def one(blk: torch.Tensor, s: slice) -> None:
+        up = blk.to(stat)
+        var, mu = torch.var_mean(up, dims, correction=0, keepdim=True)
+        mean[s].copy_(mu)
+        torch.rsqrt(var + eps, out=rstd[s])
+        y = (up - mu) * rstd[s]
+        if weight is not None:
+            y = y * weight
+        if bias is not None:
+            y = y + bias
+        out[s].copy_(y)
+
+    _row_blocks(x2d, one)
+    stats = (*lead, *([1] * k))
+    return out[:rows].reshape(x.shape), mean[:rows].reshape(stats), rstd[:rows].reshape(stats)
+
+
+def _rms_norm(x: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None,
+              eps: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_fused_rms_norm`` has no ``.out`` overload to call back into, so it is recomputed here as
+    PyTorch's composite ``rms_norm`` does (in float32 for half types), row block by row block."""
+    k = len(normalized_shape)
+    lead = tuple(x.shape[:x.dim() - k])
+    stat = _stat_dtype(x)
+    eps_ = torch.finfo(stat).eps if eps is None else eps
+    rows = math.prod(lead) if x.numel() else 0
+    dims = list(range(1, k + 1))
+    x2d = x.reshape(rows, *normalized_shape)
+    total = _block_rows(rows, math.prod(normalized_shape))[1]
+    out = x.new_empty((total, *normalized_shape))
+    rstd = x.new_empty((total, *([1] * k)), dtype=stat)
+
+    def one(blk: torch.Tensor, s: slice) -> None:
+        up = blk.to(stat)
+        ms = torch.ops.aten.mean.out(up * up, dims, True, out=rstd[s])
+        torch.rsqrt(ms + eps_, out=rstd[s])
+        y = up * rstd[s]
+        if weight is not None:
+            y = y * weight
+        out[s].copy_(y)
+
+    _row_blocks(x2d, one)
+    return out[:rows].reshape(x.shape), rstd[:rows].reshape(*lead, *([1] * k))
+
+
+def _trailing(x: torch.Tensor, dim: Sequence[int] | None) -> int:
+    """How many trailing dimensions ``dim`` reduces (0 when it is not exactly the trailing ones)."""
+    if not dim or x.dim() == 0:
+        return 0
+    norm = sorted({d % x.dim() for d in dim})
+    if norm != list(range(x.dim() - len(norm), x.dim())) or len(norm) == x.dim():
+        return 0
+    return len(norm)
+
+
+def _reduce(op: Any, x: torch.Tensor, dim: Sequence[int] | None, keepdim: bool,
+            dtype: torch.dtype | None, default_dtype: torch.dtype) -> torch.Tensor:
+    k = _trailing(x, dim)
+    out_dtype = dtype or default_dtype
+    if not _plain(x) or k == 0 or x.numel() == 0 or out_dtype not in _FLOATS:
+        return op(x, dim, keepdim, dtype=dtype, out=x.new_empty(0, dtype=out_dtype))
+    lead = tuple(x.shape[:x.dim() - k])
+    rows = math.prod(lead)
+    x2d = x.reshape(rows, *x.shape[x.dim() - k:])
+    out = x.new_empty((_block_rows(rows, math.prod(x.shape[x.dim() - k:]))[1],), dtype=out_dtype)
+    dims = list(range(1, k + 1))
+    _row_blocks(x2d, lambda blk, s: op(blk, dims, False, dtype=dtype, out=out[s]))
+    result = out[:rows].reshape(lead)
+    return result.reshape(*lead, *([1] * k)) if keepdim else result
+
+
+def _sum(x: torch.Tensor, dim: Sequence[int] | None, keepdim: bool = False, *,
+         dtype: torch.dtype | None = None) -> torch.Tensor:
+    default = torch.int64 if not (x.is_floating_point() or x.is_complex()) else x.dtype
+    return _reduce(torch.ops.aten.sum.IntList_out, x, dim, keepdim, dtype, default)
+
+
+def _mean(x: torch.Tensor, dim: Sequence[int] | None, keepdim: bool = False, *,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
+    return _reduce(torch.ops.aten.mean.out, x, dim, keepdim, dtype, x.dtype)
+
+
+# --- attention ------------------------------------------------------------------------------------
+
+def _sdpa_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, is_causal: bool = False,
+              *, attn_mask: torch.Tensor | None = None, scale: float | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU flash attention recomputed from blocked bmm and a row-wise softmax: (output, logsumexp)."""
+    *batch, length, e = q.shape
+    src, ev = k.shape[-2], v.shape[-1]
+    entries = math.prod(batch)
+    stat = _stat_dtype(q)
+    factor = scale if scale is not None else 1.0 / math.sqrt(e)
+    scores = _bmm(q.reshape(entries, length, e), k.reshape(entries, src, e).transpose(1, 2)).to(stat) * factor
+    scores = scores.reshape(*batch, length, src)
+    if is_causal:
+        keep = torch.ones(length, src, dtype=torch.bool).tril(diagonal=src - length)
+        scores = scores.masked_fill(~keep, -math.inf)
+    if attn_mask is not None:
+        scores = (scores.masked_fill(~attn_mask, -math.inf) if attn_mask.dtype == torch.bool
+                  else scores + attn_mask.to(stat))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = _softmax(scores, -1, False)
+    if dropout_p > 0.0:
+        probs = torch.dropout(probs, dropout_p, True)
+    out = _bmm(probs.to(v.dtype).reshape(entries, length, src), v.reshape(entries, src, ev))
+    return out.reshape(*batch, length, ev), lse
+
+
+_KERNELS: dict[str, Callable[..., Any]] = {
+    "mm": _mm,
+    "addmm": _addmm,
+    "bmm": _bmm,
+    "baddbmm": _baddbmm,
+    "_softmax": _softmax,
+    "_log_softmax": _log_softmax,
+    "native_layer_norm": _layer_norm,
+    "_fused_rms_norm": _rms_norm,
+    "sum.dim_IntList": _sum,
+    "mean.dim": _mean,
+    "_scaled_dot_product_flash_attention_for_cpu": _sdpa_cpu,
+}
+
+
+def _register() -> Any:
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        # "Overriding a previously registered kernel": that is the point, and it is undone on exit.
+        warnings.simplefilter("ignore", UserWarning)
+        for name, fn in _KERNELS.items():
+            lib.impl(name, fn, "CPU")
+    return lib
+
+
+def is_active() -> bool:
+    """Whether batch-invariant kernels are registered now."""
+    return _depth > 0
+
+
+class batch_invariant(contextlib.ContextDecorator):
+    """Inside it, Linear/matmul/bmm, softmax, layer_norm/rms_norm, trailing sum/mean and
+    scaled_dot_product_attention give each row the same bits whatever the batch size and the thread
+    count (PyTorch on CPU). Usable as ``with batch_invariant():`` or ``@batch_invariant()``; nests.
+
+    >>> import torch
+    >>> lin = torch.nn.Linear(512, 512)
+    >>> x = torch.randn(64, 512)
+    >>> with batch_invariant(), torch.no_grad():
+    ...     bool((lin(x)[5] == lin(x[5:6])[0]).all())
+    True
+    """
+
+    def __enter__(self) -> Self:
+        global _depth, _lib
+        with _lock:
+            if _depth == 0:
+                _lib = _register()
+            _depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _depth, _lib
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _lib is not None:
+                _lib._destroy()  # restores the original kernels
+                _lib = None
