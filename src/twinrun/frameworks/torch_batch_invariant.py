@@ -35,7 +35,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-
 import torch
 
 __all__ = ["GEMM_ROWS", "ROW_BUDGET", "batch_invariant", "is_active"]
