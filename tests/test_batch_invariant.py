@@ -79,6 +79,17 @@ def test_linear_stack_default_is_not_batch_invariant_and_is_under_the_context():
         assert invariance_failures(model, x) == []
 
 
+def test_rows_agree_across_many_batch_sizes():
+    torch.manual_seed(0)
+    lin = nn.Linear(384, 200)
+    x = torch.randn(130, 384, generator=torch.Generator().manual_seed(7))
+    with batch_invariant(), torch.no_grad():
+        alone = torch.cat([lin(x[i:i + 1]) for i in range(130)])
+        for rows in (2, 31, 32, 33, 64, 65, 100, 130):
+            assert torch.equal(lin(x[:rows]), alone[:rows]), rows
+            assert torch.equal(lin(x[130 - rows:]), alone[130 - rows:]), rows   # unaligned slices too
+
+
 @pytest.mark.parametrize("sdpa", [False, True])
 def test_transformer_block_is_batch_and_thread_invariant(sdpa):
     torch.manual_seed(0)

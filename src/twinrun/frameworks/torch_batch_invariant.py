@@ -6,20 +6,26 @@ than inside a 64-row product (the result differs by a few ULP), and at 10 rows i
 across 2 threads another way than on 1 thread; PyTorch's CPU flash attention differs for every batch
 size (measured, docs/inference.md).
 
-The fix here: every overridden op runs as a sequence of kernel calls of **one fixed shape** that
-depends on the layer, never on the batch. Rows are copied into a zero-padded buffer of whole blocks
-(``GEMM_ROWS`` rows for matrix products; a fixed element budget for row-wise ops), and the original
-kernel is called once per block through its ``.out`` overload. The same call shape means the same
-algorithm, blocking and thread split for every row, whatever the batch size. Row-wise kernels
-(softmax, norms, reductions along the last dimension) give each row to one thread, so their rows are
-also the same for any thread count; for matrix products this was measured for 1-4 threads
-(tests/test_batch_invariant.py) rather than proven: it is MKL's behaviour on fixed shapes.
+The fix here keeps every kernel in one regime whatever the batch:
+
+- matrix products (mm, addmm, bmm) are called once with the rows (for bmm: the entries) padded
+  with zeros to a multiple of ``GEMM_ROWS``, in fresh buffers whose rows and entries start 64-byte
+  aligned. MKL's batched GEMM gives an entry other bits depending on its address modulo 64 (measured:
+  entries whose stride is not a multiple of 64 bytes change with their position in the batch), so
+  B and the result are padded with zero columns where needed;
+- row-wise ops (softmax, norms, reductions over trailing dimensions) run as calls of a fixed number
+  of rows (``ROW_BUDGET`` elements), so each call has the same shape and the same split across
+  threads, and each row is computed by one thread.
+
+That a row of a matrix product has the same bits in any call of a multiple of 32 rows, and at any
+thread count, is MKL's behaviour, measured on this project's CPUs for 1-4 threads (the tests check
+it on the machine they run on), not a promise of MKL's.
 
 Ops (CPU, float32/float64/bfloat16/float16, strided tensors; anything else takes the original
 kernel): ``mm``, ``addmm`` (``Linear``, ``matmul``), ``bmm``, ``baddbmm``, ``_softmax``,
 ``_log_softmax`` (over the last dimension), ``native_layer_norm`` and ``_fused_rms_norm`` (recomputed per block from ``var_mean``/``mean``), ``sum`` and
 ``mean`` over trailing dimensions, and ``_scaled_dot_product_flash_attention_for_cpu``
-(``F.scaled_dot_product_attention``), recomputed as blocked ``bmm`` + softmax + ``bmm``.
+(``F.scaled_dot_product_attention``), recomputed as padded ``bmm`` + softmax + ``bmm``.
 
 Registration goes through ``torch.library.Library("aten", "IMPL")`` on the CPU dispatch key while
 the context is active (about 0.1 ms to enter and leave). It acts on every thread of the process, and
@@ -39,15 +45,14 @@ import torch
 
 __all__ = ["GEMM_ROWS", "ROW_BUDGET", "batch_invariant", "is_active"]
 
-# Rows per matrix-product call. 32 rows keep MKL on its large-matrix path (FACTS.md: sub-batches of
-# 12+ rows agree there, fewer do not), make each block start 64-byte aligned for 2-byte dtypes and up,
-# and cost little at batch 64 (benchmarks/bench_batch_invariant.py).
+# Matrix products are called with a row count (batched products: an entry count) that is a multiple
+# of this, padded with zeros. Measured with MKL on AVX-512 and AVX2 CPUs at 1-4 threads: every row of
+# such a call has the bits it has in a 32-row call, so a row's bits no longer depend on the batch.
+# Fewer rows take other kernels (FACTS.md: below 8-12 rows), and a lone GEMM is split across threads.
 GEMM_ROWS = 32
 # Elements per call of a row-wise op (softmax, norms, reductions): the rows per block are
 # ROW_BUDGET // row_length, a property of the layer.
 ROW_BUDGET = 1 << 16
-# Batched matrix products: this many elements of inputs per call, whole matrices.
-BMM_BUDGET = 1 << 18
 
 _FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _lock = threading.Lock()
@@ -73,29 +78,30 @@ def _padded(x: torch.Tensor, rows: int, block: int) -> tuple[torch.Tensor, int]:
 
 # --- matrix products ----------------------------------------------------------------------------
 
+def _rows_for_gemm(a: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``a`` with its rows padded with zeros to a multiple of GEMM_ROWS (at least GEMM_ROWS), in a
+    fresh 64-byte-aligned buffer; and the real row count."""
+    rows = a.shape[0]
+    return _padded(a, rows, GEMM_ROWS)[0], rows
+
+
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not _plain(a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
         return torch.ops.aten.mm.out(a, b, out=a.new_empty(0))
-    rows, block = a.shape[0], GEMM_ROWS
-    buf, n_blocks = _padded(a, rows, block)
-    out = a.new_empty((n_blocks * block, b.shape[1]))
-    for i in range(n_blocks):
-        s = slice(i * block, (i + 1) * block)
-        torch.ops.aten.mm.out(buf[s], b, out=out[s])
+    buf, rows = _rows_for_gemm(a)
+    out = a.new_empty((buf.shape[0], b.shape[1]))
+    torch.ops.aten.mm.out(buf, b, out=out)
     return out[:rows]
 
 
 def _addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: Any = 1, alpha: Any = 1) -> torch.Tensor:
     if not _plain(bias, a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
         return torch.ops.aten.addmm.out(bias, a, b, beta=beta, alpha=alpha, out=a.new_empty(0))
-    rows, block = a.shape[0], GEMM_ROWS
-    buf, n_blocks = _padded(a, rows, block)
-    out = a.new_empty((n_blocks * block, b.shape[1]))
+    buf, rows = _rows_for_gemm(a)
     per_row = bias.dim() == 2 and bias.shape[0] == rows and rows != 1
-    bias_buf = _padded(bias, rows, block)[0] if per_row else bias
-    for i in range(n_blocks):
-        s = slice(i * block, (i + 1) * block)
-        torch.ops.aten.addmm.out(bias_buf[s] if per_row else bias, buf[s], b, beta=beta, alpha=alpha, out=out[s])
+    full_bias = _padded(bias, rows, GEMM_ROWS)[0] if per_row else bias
+    out = a.new_empty((buf.shape[0], b.shape[1]))
+    torch.ops.aten.addmm.out(full_bias, buf, b, beta=beta, alpha=alpha, out=out)
     return out[:rows]
 
 
@@ -127,14 +133,11 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n_pad = n
     while (m * n_pad) % q:   # the result's entries must be 64-byte aligned too (it is contiguous)
         n_pad += 1
-    block = max(1, BMM_BUDGET // max(1, m * k + k * n_pad))
-    total = max(1, -(-entries // block)) * block
+    total = max(1, -(-entries // GEMM_ROWS)) * GEMM_ROWS
     abuf = _aligned_entries(a, total, k)
     bbuf = _aligned_entries(b.expand(entries, k, n), total, n_pad)
     out = a.new_empty((total, m, n_pad))
-    for start in range(0, total, block):
-        s = slice(start, start + block)
-        torch.ops.aten.bmm.out(abuf[s], bbuf[s], out=out[s])
+    torch.ops.aten.bmm.out(abuf, bbuf, out=out)
     result = out[:entries, :, :n]
     return result if n_pad == n else result.contiguous()
 
