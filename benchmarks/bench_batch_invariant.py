@@ -10,7 +10,7 @@ medians:
   two registration mechanisms (every aten op then passes through Python);
 - ``threads1``: ``torch.set_num_threads(1)``, the other way to make thread count irrelevant.
 
-    python benchmarks/bench_batch_invariant.py [--rounds 7] [--calls 20] [--json]
+    python benchmarks/bench_batch_invariant.py [--rounds 7] [--calls 20] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for every mode (default: torch's own); on a busy machine 1 "
+                         "keeps OpenMP waits out of the ratios")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -67,6 +70,8 @@ def main() -> None:
             fn = self.table.get(f"{name}.{overload}") or (self.table.get(name) if overload == "default" else None)
             return (fn or func)(*args, **(kwargs or {}))
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     mlp = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(512, 512), nn.GELU())]).eval()
     block = Block().eval()
