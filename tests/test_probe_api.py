@@ -144,6 +144,24 @@ def test_ulp_distance():
     assert row_ulps(Leaf(nan.view(np.uint64), "float"), Leaf(nan.copy().view(np.uint64), "float")).tolist() == [0.0]
 
 
+def test_recordings_round_trip_through_files(tmp_path):
+    from twinrun.frameworks.torch_probe import TorchRunner
+    from twinrun.probe import compare_leaves, first_layer, load_outputs, save_outputs
+
+    model = linear_stack()
+    x = torch.randn(8, 512)
+    outputs, layers = TorchRunner(model).run(x, 8)
+    path = tmp_path / "call0.npz"
+    save_outputs(str(path), outputs, layers)
+    got_out, got_layers = load_outputs(str(path))
+    assert compare_leaves(outputs, got_out)[0] and first_layer(layers, got_layers) is None
+    assert [n for n, _ in got_layers] == [n for n, _ in layers] == ["0", "1", "2", "3", "4", "5"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, evil=np.array([object()], dtype=object))
+    with pytest.raises(UsageError, match="not a probe recording"):
+        load_outputs(str(bad))
+
+
 def test_bad_inputs():
     model = linear_stack()
     with pytest.raises(UsageError, match="unknown check 'speed'"):

@@ -49,8 +49,10 @@ __all__ = [
     "ProbeReport",
     "compare_leaves",
     "first_layer",
+    "load_outputs",
     "probe",
     "row_ulps",
+    "save_outputs",
 ]
 
 CHECKS = ("repeat", "batch_invariance", "threads", "isa")
@@ -176,6 +178,41 @@ def first_layer(a: LayerOutputs, b: LayerOutputs) -> str | None:
                for x, y in zip(leaves, theirs)):
             return name
     return None
+
+
+# --- recordings in files (the CLI compares calls made in other processes) -----------------------
+
+def save_outputs(path: str, outputs: Sequence[Leaf], layers: LayerOutputs) -> None:
+    """Write one call's output leaves and layer outputs to an ``.npz`` file (no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, leaf in enumerate(outputs):
+        arrays[f"out/{i}/{leaf.kind}"] = leaf.values
+    for i, (name, leaves) in enumerate(layers):
+        for j, leaf in enumerate(leaves):
+            arrays[f"layer/{i}/{j}/{leaf.kind}/{name}"] = leaf.values
+    np.savez(path, **arrays)
+
+
+def load_outputs(path: str) -> tuple[list[Leaf], LayerOutputs]:
+    """Read what ``save_outputs`` wrote. Never unpickles: object arrays are refused."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a probe recording ({exc}); record it again with twinrun probe") from None
+    outputs: dict[int, Leaf] = {}
+    layers: dict[int, tuple[str, dict[int, Leaf]]] = {}
+    with data:
+        for key in data.files:
+            parts = key.split("/", 4)
+            if parts[0] == "out" and len(parts) == 3:
+                outputs[int(parts[1])] = Leaf(data[key], parts[2])
+            elif parts[0] == "layer" and len(parts) == 5:
+                entry = layers.setdefault(int(parts[1]), (parts[4], {}))
+                entry[1][int(parts[2])] = Leaf(data[key], parts[3])
+            else:
+                raise UsageError(f"{path}: unexpected entry {key!r}: not a probe recording")
+    return ([outputs[i] for i in sorted(outputs)],
+            [(layers[i][0], [layers[i][1][j] for j in sorted(layers[i][1])]) for i in sorted(layers)])
 
 
 # --- batches ----------------------------------------------------------------------------------------
