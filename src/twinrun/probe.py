@@ -190,7 +190,7 @@ def save_outputs(path: str, outputs: Sequence[Leaf], layers: LayerOutputs) -> No
     for i, (name, leaves) in enumerate(layers):
         for j, leaf in enumerate(leaves):
             arrays[f"layer/{i}/{j}/{leaf.kind}/{name}"] = leaf.values
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds like allow_pickle
 
 
 def load_outputs(path: str) -> tuple[list[Leaf], LayerOutputs]:
