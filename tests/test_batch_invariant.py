@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from twinrun.frameworks.torch_batch_invariant import batch_invariant, is_active
+from twinrun.frameworks.torch.batch_invariant import batch_invariant, is_active
 
 SUB_BATCHES = (1, 3, 7, 10, 32)
 

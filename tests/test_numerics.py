@@ -205,7 +205,8 @@ def test_special_values():
     assert same_bits(repro_sum(np.array([-0.0, 0.0])), np.float64(0.0))
     assert same_bits(repro_sum(np.array([1.0, -1.0])), np.float64(0.0))
     assert same_bits(repro_sum(np.array([-0.0], np.float32)), np.float32(-0.0))
-    assert same_bits(repro_mean(np.array([-2.0 ** -149, 0.0], np.float32)), np.float32(-0.0))  # underflow keeps the sign
+    # underflow keeps the sign
+    assert same_bits(repro_mean(np.array([-2.0 ** -149, 0.0], np.float32)), np.float32(-0.0))
     # empty
     assert same_bits(repro_sum(np.array([], np.float32)), np.float32(0.0))
     assert np.isnan(repro_mean(np.array([])))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from twinrun import UsageError
-from twinrun.frameworks.torch_batch_invariant import batch_invariant
+from twinrun.frameworks.torch.batch_invariant import batch_invariant
 from twinrun.probe import CHECKS, Leaf, ProbeReport, probe, row_ulps
 
 

@@ -9,23 +9,28 @@ size (measured, docs/inference.md).
 The fix here keeps every kernel in one regime whatever the batch:
 
 - matrix products (mm, addmm, bmm) are called once with the rows (for bmm: the entries) padded
-  with zeros to a multiple of ``GEMM_ROWS``, in fresh buffers whose rows and entries start 64-byte
-  aligned. MKL's batched GEMM gives an entry other bits depending on its address modulo 64 (measured:
-  entries whose stride is not a multiple of 64 bytes change with their position in the batch), so
-  B and the result are padded with zero columns where needed;
+  with zeros to a multiple of a block, in fresh buffers whose rows and entries start 64-byte
+  aligned. The block is the smallest of 4, 8 and 16 rows that the product's first call shows (on
+  test rows, per shape, dtype, layout and thread count) to give every row the bits it has in a
+  96-row call, else 32 (``_calibrated``). MKL's batched GEMM gives an entry other bits depending
+  on its address modulo 64 (measured: entries whose stride is not a multiple of 64 bytes change with
+  their position in the batch), so B and the result are padded with zero columns where needed;
 - row-wise ops (softmax, norms, reductions over trailing dimensions) run as calls of a fixed number
   of rows (``ROW_BUDGET`` elements), so each call has the same shape and the same split across
   threads, and each row is computed by one thread.
 
-That a row of a matrix product has the same bits in any call of a multiple of 32 rows, and at any
-thread count, is MKL's behaviour, measured on this project's CPUs for 1-4 threads (the tests check
-it on the machine they run on), not a promise of MKL's.
+That a row of a matrix product has the same bits in every call of a multiple of the block is MKL's
+behaviour, measured here for 1-4 threads (the calibration checks two places of a 96-row call each
+time; the tests check every row on the machine they run on), not a promise of MKL's. Thread counts
+above the cores (3-4 threads on 2 cores) change some odd shapes (``Linear(100, 37)``) whatever the
+block, 32 included.
 
 Ops (CPU, float32/float64/bfloat16/float16, strided tensors; anything else takes the original
 kernel): ``mm``, ``addmm`` (``Linear``, ``matmul``), ``bmm``, ``baddbmm``, ``_softmax``,
-``_log_softmax`` (over the last dimension), ``native_layer_norm`` and ``_fused_rms_norm`` (recomputed per block from ``var_mean``/``mean``), ``sum`` and
-``mean`` over trailing dimensions, and ``_scaled_dot_product_flash_attention_for_cpu``
-(``F.scaled_dot_product_attention``), recomputed as padded ``bmm`` + softmax + ``bmm``.
+``_log_softmax`` (over the last dimension), ``native_layer_norm`` and ``_fused_rms_norm``
+(recomputed per block from ``var_mean``/``mean``), ``sum`` and ``mean`` over trailing dimensions,
+and ``_scaled_dot_product_flash_attention_for_cpu`` (``F.scaled_dot_product_attention``),
+recomputed as padded ``bmm`` + softmax + ``bmm``.
 
 Registration goes through ``torch.library.Library("aten", "IMPL")`` on the CPU dispatch key while
 the context is active (about 0.1 ms to enter and leave). It acts on every thread of the process, and
@@ -46,10 +51,12 @@ import torch
 __all__ = ["GEMM_ROWS", "ROW_BUDGET", "batch_invariant", "is_active"]
 
 # Matrix products are called with a row count (batched products: an entry count) that is a multiple
-# of this, padded with zeros. Measured with MKL on AVX-512 and AVX2 CPUs at 1-4 threads: every row of
-# such a call has the bits it has in a 32-row call, so a row's bits no longer depend on the batch.
-# Fewer rows take other kernels (FACTS.md: below 8-12 rows), and a lone GEMM is split across threads.
+# of a block, padded with zeros: each kind of product (shapes, dtype, layout, threads) gets the
+# smallest block of CANDIDATES that its own first calls show to give rows the bits of a 32-row call
+# (``_calibrated``), else GEMM_ROWS. Measured with MKL here (AVX-512, and its AVX2 code path) at 1-4
+# threads: 4 rows suffice for every shape tried, 1 and 2 do not (other kernels below 4 rows).
 GEMM_ROWS = 32
+CANDIDATES: tuple[int, ...] = (4, 8, 16)
 # Elements per call of a row-wise op (softmax, norms, reductions): the rows per block are
 # ROW_BUDGET // row_length, a property of the layer.
 ROW_BUDGET = 1 << 16
@@ -57,6 +64,8 @@ ROW_BUDGET = 1 << 16
 _FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _lock = threading.Lock()
 _depth = 0
+# rows per padding block, by kind of product (a cache, filled by _calibrated; kept across contexts)
+_blocks: dict[tuple[Any, ...], int] = {}
 _lib: Any = None
 
 
@@ -78,31 +87,74 @@ def _padded(x: torch.Tensor, rows: int, block: int) -> tuple[torch.Tensor, int]:
 
 # --- matrix products ----------------------------------------------------------------------------
 
-def _rows_for_gemm(a: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``a`` with its rows padded with zeros to a multiple of GEMM_ROWS (at least GEMM_ROWS), in a
-    fresh 64-byte-aligned buffer; and the real row count."""
-    rows = a.shape[0]
-    return _padded(a, rows, GEMM_ROWS)[0], rows
+def _calibrated(key: tuple[Any, ...], product: Callable[[int], torch.Tensor]) -> int:
+    """The rows per padding block for one kind of matrix product (``key``: its shapes but the rows,
+    dtype, B's layout, the thread count): the smallest of ``CANDIDATES`` whose call gives 4 test rows
+    the bits they have at rows 0-3 and 64-67 of a 96-row call, else ``GEMM_ROWS``. ``product(n)``
+    computes an ``n``-row call with the test rows at those places (zeros elsewhere). Measured once per
+    key and process (a cache): a 96-row product and one to three small ones."""
+    block = _blocks.get(key)
+    if block is None:
+        ref = product(3 * GEMM_ROWS)
+        block = GEMM_ROWS
+        for b in CANDIDATES:
+            got = product(b)[:4]
+            if torch.equal(got, ref[:4]) and torch.equal(got, ref[64:68]):
+                block = b
+                break
+        _blocks[key] = block
+    return block
+
+
+def _test_rows(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Fixed random test rows: which kernel runs does not depend on the values."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+
+
+def _gemm_block(a: torch.Tensor, b: torch.Tensor, call: Callable[[torch.Tensor], torch.Tensor]) -> int:
+    k = a.shape[1]
+
+    def product(n: int) -> torch.Tensor:
+        fill = _test_rows((4, k), a.dtype)
+        buf = a.new_zeros((n, k))
+        buf[:4] = fill
+        if n > 64:
+            buf[64:68] = fill
+        return call(buf)
+
+    return _calibrated(("mm", k, b.shape, b.stride(), a.dtype, torch.get_num_threads()), product)
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if not _plain(a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
         return torch.ops.aten.mm.out(a, b, out=a.new_empty(0))
-    buf, rows = _rows_for_gemm(a)
-    out = a.new_empty((buf.shape[0], b.shape[1]))
-    torch.ops.aten.mm.out(buf, b, out=out)
-    return out[:rows]
+
+    def call(buf: torch.Tensor) -> torch.Tensor:
+        out = a.new_empty((buf.shape[0], b.shape[1]))
+        return torch.ops.aten.mm.out(buf, b, out=out)
+
+    rows = a.shape[0]
+    return call(_padded(a, rows, _gemm_block(a, b, call))[0])[:rows]
 
 
 def _addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, beta: Any = 1, alpha: Any = 1) -> torch.Tensor:
     if not _plain(bias, a, b) or a.dtype != b.dtype or a.dim() != 2 or b.dim() != 2:
         return torch.ops.aten.addmm.out(bias, a, b, beta=beta, alpha=alpha, out=a.new_empty(0))
-    buf, rows = _rows_for_gemm(a)
+    rows = a.shape[0]
     per_row = bias.dim() == 2 and bias.shape[0] == rows and rows != 1
-    full_bias = _padded(bias, rows, GEMM_ROWS)[0] if per_row else bias
-    out = a.new_empty((buf.shape[0], b.shape[1]))
-    torch.ops.aten.addmm.out(full_bias, buf, b, beta=beta, alpha=alpha, out=out)
-    return out[:rows]
+    if per_row:
+        # a bias per row is one more row-first operand: the block is the plain product's
+        block = _gemm_block(a, b, lambda buf: torch.ops.aten.mm.out(buf, b, out=a.new_empty((len(buf), b.shape[1]))))
+        full_bias = _padded(bias, rows, block)[0]
+        out = a.new_empty((full_bias.shape[0], b.shape[1]))
+        torch.ops.aten.addmm.out(full_bias, _padded(a, rows, block)[0], b, beta=beta, alpha=alpha, out=out)
+        return out[:rows]
+
+    def call(buf: torch.Tensor) -> torch.Tensor:
+        out = a.new_empty((buf.shape[0], b.shape[1]))
+        return torch.ops.aten.addmm.out(bias, buf, b, beta=beta, alpha=alpha, out=out)
+
+    return call(_padded(a, rows, _gemm_block(a, b, call))[0])[:rows]
 
 
 def _round_up(n: int, q: int) -> int:
@@ -133,11 +185,23 @@ def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n_pad = n
     while (m * n_pad) % q:   # the result's entries must be 64-byte aligned too (it is contiguous)
         n_pad += 1
-    total = max(1, -(-entries // GEMM_ROWS)) * GEMM_ROWS
-    abuf = _aligned_entries(a, total, k)
-    bbuf = _aligned_entries(b.expand(entries, k, n), total, n_pad)
-    out = a.new_empty((total, m, n_pad))
-    torch.ops.aten.bmm.out(abuf, bbuf, out=out)
+
+    def call(a3: torch.Tensor, b3: torch.Tensor, total: int) -> torch.Tensor:
+        out = a.new_empty((total, m, n_pad))
+        torch.ops.aten.bmm.out(_aligned_entries(a3, total, k), _aligned_entries(b3, total, n_pad), out=out)
+        return out
+
+    def product(total: int) -> torch.Tensor:
+        fill_a, fill_b = _test_rows((4, m, k), a.dtype), _test_rows((4, k, n), a.dtype)
+        used = 68 if total > 64 else 4
+        a3, b3 = a.new_zeros((used, m, k)), a.new_zeros((used, k, n))
+        a3[:4], b3[:4] = fill_a, fill_b
+        if used > 4:
+            a3[64:], b3[64:] = fill_a, fill_b
+        return call(a3, b3, total)
+
+    block = _calibrated(("bmm", m, k, n, a.dtype, torch.get_num_threads()), product)
+    out = call(a, b.expand(entries, k, n), _round_up(max(entries, 1), block))
     result = out[:entries, :, :n]
     return result if n_pad == n else result.contiguous()
 
