@@ -1,4 +1,4 @@
-"""twinrun.probe(fn, batch): repeat, batch invariance and thread count, on real models."""
+"""twinrun.probe(fn, batch): repeat, batch invariance and thread count, on real models, in this process."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+import twinrun
 from twinrun import UsageError
 from twinrun.frameworks.torch.batch_invariant import batch_invariant
-from twinrun.probe import CHECKS, Leaf, ProbeReport, probe, row_ulps
+from twinrun.probes import CHECKS, Leaf, ProbeReport, probe, row_ulps
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,8 @@ def test_report_shape_matches_the_cli_json():
     for check in d["checks"].values():
         assert {"stable", "max_ulp", "first_layer"} <= set(check)
     assert d["checks"]["isa"]["stable"] is None and "twinrun probe SCRIPT" in d["checks"]["isa"]["note"]
-    assert d["framework"] == "torch" and d["batch_size"] == 8 and d["threads"] == 2
+    assert d["framework"] == "torch" and d["batch"] == 8 and d["threads"] == 2
+    assert len(d["checks"]["batch_invariance"]["ulp_per_row"]) == 8
     assert isinstance(report, ProbeReport)
 
 
@@ -94,11 +96,19 @@ def test_repeat_passes_on_a_deterministic_model_and_fails_on_index_put_accumulat
         torch.use_deterministic_algorithms(False)
 
 
-def test_probe_leaves_the_model_as_it_was():
+def test_probe_leaves_the_model_and_the_rng_as_they_were():
     model = linear_stack()
     probe(model, torch.randn(4, 512))
     assert all(not m._forward_hooks for m in model.modules())
     assert torch.get_num_threads() == 2 and not model.training
+    # a model left in training mode draws dropout masks: the probe's calls must not move the RNG
+    dropping = nn.Sequential(nn.Linear(16, 16), nn.Dropout(0.5)).train()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    report = twinrun.probe(dropping, torch.randn(8, 16, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(torch.rand(4), expected)
+    assert report.checks["repeat"].stable is False and "training mode" in report.checks["repeat"].note
 
 
 def test_tuple_and_dict_batches_and_nested_outputs():
@@ -142,20 +152,27 @@ def test_ulp_distance():
     assert row_ulps(Leaf(big.view(np.uint32), "float"), Leaf(far.view(np.uint32), "float")).tolist() == [8.0]
     nan = np.array([[np.nan]], np.float64)
     assert row_ulps(Leaf(nan.view(np.uint64), "float"), Leaf(nan.copy().view(np.uint64), "float")).tolist() == [0.0]
+    # bfloat16 travels as its 16-bit patterns: 0x7FC0 is a NaN there (and 1.5 in float16's layout)
+    bf = torch.tensor([[float("nan"), 1.0]], dtype=torch.bfloat16)
+    bits = bf.view(torch.int16).numpy().view(np.uint16)
+    other = bits.copy()
+    other[0, 1] += 3
+    assert row_ulps(Leaf(bits, "bfloat16"), Leaf(other, "bfloat16")).tolist() == [3.0]
 
 
 def test_recordings_round_trip_through_files(tmp_path):
-    from twinrun.frameworks.torch_probe import TorchRunner
-    from twinrun.probe import compare_leaves, first_layer, load_outputs, save_outputs
+    from twinrun.probes import compare_leaves, first_layer, load_outputs, save_outputs
+    from twinrun.probes.api import TorchRunner
 
     model = linear_stack()
     x = torch.randn(8, 512)
-    outputs, layers = TorchRunner(model).run(x, 8)
+    outputs, layers = TorchRunner(model, x, 8).run(0, 8)
     path = tmp_path / "call0.npz"
-    save_outputs(str(path), outputs, layers)
-    got_out, got_layers = load_outputs(str(path))
-    assert compare_leaves(outputs, got_out)[0] and first_layer(layers, got_layers) is None
-    assert [n for n, _ in got_layers] == [n for n, _ in layers] == ["0", "1", "2", "3", "4", "5"]
+    save_outputs(str(path), outputs, layers, [Leaf(x.numpy().view(np.uint32), "float")], {"label": "Sequential"})
+    got = load_outputs(str(path))
+    assert compare_leaves(outputs, got.outputs).identical and first_layer(layers, got.layers) is None
+    assert [n for n, _ in got.layers] == [n for n, _ in layers] == ["0", "1", "2", "3", "4", "5"]
+    assert got.meta == {"label": "Sequential"} and np.array_equal(got.inputs[0].values, x.numpy().view(np.uint32))
     bad = tmp_path / "bad.npz"
     np.savez(bad, evil=np.array([object()], dtype=object))
     with pytest.raises(UsageError, match="not a probe recording"):

@@ -24,12 +24,13 @@ The checks:
 For a PyTorch module, forward hooks on its submodules (only during the probe) name the first
 submodule, in the order their outputs are produced, whose output rows part: ``first_layer``.
 ``max_ulp`` is the largest distance at the output, in units in the last place of its dtype.
-PyTorch calls run under ``torch.no_grad()`` with the RNG state restored after each; the model's
-train/eval mode is left as it is.
+PyTorch calls run under ``torch.no_grad()``, and the RNG state is restored after the probe; the
+model's train/eval mode is left as it is (a model in training mode with dropout fails ``repeat``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -163,6 +164,9 @@ class TorchRunner(Runner):
         with self._tp.with_threads(n):
             return self.run(0, self.rows)
 
+    def kept(self) -> contextlib.AbstractContextManager[Any]:
+        return self._tp.rng_kept()
+
 
 _FRAMEWORK_OF_MODULE = {"keras": "keras", "tf_keras": "keras", "tensorflow": "tensorflow",
                         "jax": "jax", "jaxlib": "jax", "flax": "jax"}
@@ -204,9 +208,10 @@ def probe(fn: Callable[..., Any], batch: Any, *,
         raise UsageError(f"probe: {type(fn).__name__} is not callable; pass a model or a function of the batch")
     rows = _batch_size(batch)
     runner = _runner(fn, batch, rows)
-    ref, ref_layers = runner.run(0, rows)
-    if not ref:
-        raise UsageError(f"probe: the output has no numeric array whose first dimension is the batch ({rows}); "
-                         "return the model's outputs for the batch")
-    results = run_checks(runner, names, ref, ref_layers, sub_batches)
+    with runner.kept():
+        ref, ref_layers = runner.run(0, rows)
+        if not ref:
+            raise UsageError(f"probe: the output has no numeric array whose first dimension is the batch ({rows}); "
+                             "return the model's outputs for the batch")
+        results = run_checks(runner, names, ref, ref_layers, sub_batches)
     return ProbeReport(checks=results, framework=runner.framework, batch_size=rows, threads=runner.threads())

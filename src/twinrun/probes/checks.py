@@ -5,6 +5,7 @@ SCRIPT`` both use them; the checks that need fresh processes are compared in ``s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,11 @@ class Runner:
 
     def run_with_threads(self, n: int) -> tuple[list[Leaf], LayerOutputs]:
         raise NotImplementedError
+
+    def kept(self) -> contextlib.AbstractContextManager[Any]:
+        """A block after which the framework's global state the probe's calls change (its RNG) is
+        as before."""
+        return contextlib.nullcontext()
 
 
 def verdict(ref: list[Leaf], out: list[Leaf], ref_layers: LayerOutputs, layers: LayerOutputs, *,

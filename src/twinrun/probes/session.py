@@ -228,15 +228,17 @@ def _compare_call(first: _Run, other: _Run, index: int, setting: str) -> CheckRe
         return CheckResult(stable=None, setting=setting,
                            note=f"the run with {setting} made {len(other.calls)} model call(s), the first run "
                                 f"{len(first.calls)}: the calls cannot be matched")
-    if ref.meta.get("label") != out.meta.get("label") or not _same(ref.inputs, out.inputs):
+    if ref.meta.get("label") != out.meta.get("label"):
         return CheckResult(stable=None, setting=setting,
-                           note=f"call {index} gets other inputs with {setting} (random inputs drawn without a "
-                                "seed, or drawn by a kernel this setting changes): seed them (twinrun probe --seed 0) "
-                                "or load the inputs from a file")
-    if ref.meta.get("state") != out.meta.get("state"):
+                           note=f"call {index} is a call of {out.meta.get('label')} with {setting}, of "
+                                f"{ref.meta.get('label')} in the first run: the calls cannot be matched")
+    differ = [what for what, same in (("inputs", _same(ref.inputs, out.inputs)),
+                                      ("parameters", ref.meta.get("state") == out.meta.get("state"))) if not same]
+    if differ:
         return CheckResult(stable=None, setting=setting,
-                           note=f"the model's parameters differ with {setting} (initialised from an unseeded RNG, "
-                                "or by random kernels this setting changes): load trained weights, or seed the script")
+                           note=f"the model's {' and '.join(differ)} differ with {setting}, so its outputs say nothing "
+                                "about the setting: drawn without a seed (run twinrun probe --seed 0), or drawn by "
+                                "random kernels the setting itself changes (load the weights and inputs from files)")
     if not _same_shapes(ref, out):
         return CheckResult(stable=None, setting=setting, note=f"call {index} returns other shapes with {setting}")
     return verdict(ref.outputs, out.outputs, ref.layers, out.layers,

@@ -7,7 +7,8 @@ thread) of a module with parameters, made with gradients disabled (``torch.no_gr
 ``inference_mode``), is recorded: its inputs and outputs as bits, its submodules' outputs (forward
 hooks on that module's submodules for that call only) and a digest of its parameters and buffers.
 The recorder hands each such call to a sink, which may call the model again through
-``ProbeCall.run`` (those calls are not recorded; the RNG state is restored after each). Calls with
+``ProbeCall.run`` (those calls are not recorded, and the RNG state is restored once the sink is done,
+so that the script draws what it would have drawn). Calls with
 gradients are the training recorder's (``tracing.py``) and are left alone here.
 
 Nothing here knows twinrun's probe checks; they live in ``twinrun.probes`` and see only bits
@@ -16,6 +17,7 @@ Nothing here knows twinrun's probe checks; they live in ``twinrun.probes`` and s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import Counter
@@ -155,16 +157,21 @@ class _LayerHooks:
 def run_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], rows: int, *,
              keep_layers: bool) -> tuple[list[Bits], LayerBits]:
     """``fn(*args, **kwargs)`` under ``no_grad``: the output bits of the batch's rows and, for a module
-    with ``keep_layers``, its submodules' outputs. The global RNG state is restored afterwards, so that
-    a probe does not change what the program draws next (dropout in a model left in training mode)."""
+    with ``keep_layers``, its submodules' outputs."""
     hooks = _LayerHooks(fn) if keep_layers and isinstance(fn, torch.nn.Module) else None
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with torch.no_grad():
             out = fn(*args, **kwargs)
     finally:
         if hooks is not None:
             hooks.remove()
     return output_bits(out, rows), hooks.layers if hooks is not None else []
+
+
+def rng_kept() -> contextlib.AbstractContextManager[Any]:
+    """The global CPU RNG state restored at the end of the block: a probe's calls (a model left in
+    training mode draws dropout masks) do not change what the program draws next."""
+    return torch.random.fork_rng(devices=[])
 
 
 def num_threads() -> int:
@@ -330,5 +337,5 @@ class ProbeRecorder:
             inputs=[b for t in _tensors((args, kwargs)) if (b := tensor_bits(t)) is not None],
             module=module, args=args, kwargs=kwargs, recorder=self)
         self.recorded += 1
-        with self.paused():
+        with self.paused(), rng_kept():
             self.sink.record(call)
