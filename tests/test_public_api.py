@@ -12,7 +12,7 @@ EXPECTED = [
     "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError", "ProbeReport",
     "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
     "__version__", "batch_invariant", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "numerics",
-    "probe", "record", "seed_everything",
+    "probe", "record", "seed_everything", "step",
 ]
 
 

@@ -33,6 +33,7 @@ _LAZY = {
     "deterministic": "twinrun.determinism",
     "Trace": "twinrun.trace",
     "record": "twinrun.recording",
+    "step": "twinrun.recording",
     "Comparison": "twinrun.comparison",
     "diff": "twinrun.comparison",
     "compare_sweeps": "twinrun.sweep",
@@ -69,6 +70,7 @@ __all__ = [
     "probe",
     "record",
     "seed_everything",
+    "step",
 ]
 
 

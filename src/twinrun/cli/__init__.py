@@ -29,6 +29,7 @@ _MODULES = [
     "twinrun.cli.probe",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
+    "twinrun.cli.report",
 ]
 
 

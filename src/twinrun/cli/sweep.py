@@ -7,6 +7,7 @@ import math
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from ._output import console, emit_json, progress
 from ._script import add_script_argument
+from .report import add_html_argument, check_html, write_page
 
 
 def register(sub, common) -> None:
@@ -40,6 +41,7 @@ def register(sub, common) -> None:
     c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     c.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_html_argument(c)
     c.set_defaults(func=_compare)
 
 
@@ -114,9 +116,11 @@ def _compare(args) -> int:
         from .._errors import UsageError
 
         raise UsageError(f"--resamples must be at least 100, got {args.resamples}")
+    check_html(args)
     progress(args, f"compare: bootstrapping {args.resamples} resamples ...")
     res = compare_sweeps(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
                           n_resamples=args.resamples, seed=args.seed)
+    write_page(args, "compare", res.to_dict(), a=args.a, b=args.b)
     if args.json:
         emit_json(res)
     elif not args.quiet:

@@ -46,6 +46,18 @@ class RecorderLike(Protocol):
 
     def end_step(self) -> None: ...
 
+    def add_step_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs as any step ends, before it is committed (to record what the step owes)."""
+
+    def add_close_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs as the recording closes (to end a step still pending)."""
+
+    def saw(self, what: str) -> None:
+        """Count a hook that fired (``"backward"``, ``"optimizer step"``): what a run without steps reports."""
+
+    def note(self, text: str) -> None:
+        """Say something the user should know about this recording (once; kept in the trace)."""
+
 
 @dataclass
 class Switch:

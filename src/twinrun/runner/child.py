@@ -76,12 +76,13 @@ def run_script(options: RunOptions) -> RunResult:
         if isinstance(outcome.stopped, recording.StopRun):
             result.stop_reason = outcome.stopped.reason
         result.exit_code, result.error = outcome.exit_code, outcome.error
-        result.steps = recorder.step
         if result.exit_code == EXIT_SCRIPT_FAILED:
             recorder.close("failed")
         else:
             recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
+        result.steps = recorder.step   # after close: a last update by hand ends its step there
         result.status = recorder.writer.status
+        result.seen = dict(recorder.seen)
         if recorder.divergence is not None:
             result.divergence = recorder.divergence_record()
             if result.exit_code == EXIT_OK:

@@ -50,9 +50,9 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     assert options.output is not None
 
     done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=timeout, cwd=cwd)
-    status, steps, divergence = ("timeout", 0, None) if done.timed_out else _trace_facts(options.output)
+    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
     return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
-                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports)
+                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
 
 
 def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None = None,
@@ -80,18 +80,21 @@ def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None =
     return done, reports
 
 
-def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None]:
-    """The trace's status, committed steps and live divergence; ``missing`` when there is no readable trace."""
+def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None, dict[str, int]]:
+    """The trace's status, committed steps, live divergence and the hooks that fired; ``missing`` when
+    there is no readable trace."""
     from ..trace import Trace
 
     if not os.path.exists(path):
-        return "missing", 0, None
+        return "missing", 0, None, {}
     try:
         with Trace.open(path) as t:
             divergence = t.meta("divergence")
-            return t.status, len(t.steps()), divergence if isinstance(divergence, dict) else None
+            seen = t.meta("seen")
+            seen = {str(k): int(v) for k, v in seen.items() if isinstance(v, int)} if isinstance(seen, dict) else {}
+            return t.status, len(t.steps()), divergence if isinstance(divergence, dict) else None, seen
     except BadTraceError:
-        return "missing", 0, None
+        return "missing", 0, None, {}
 
 
 def _make_importable(env: dict[str, str]) -> None:
