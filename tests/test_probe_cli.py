@@ -9,6 +9,7 @@ on 2 threads, and MKL_CBWR=COMPATIBLE changes every linear layer.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +65,13 @@ def test_wide_layer_fails_threads_and_passes_under_batch_invariant():
     assert doc["checks"]["threads"]["stable"] is True
 
 
-def test_repeat_fails_with_index_put_accumulate_on_two_threads_and_passes_deterministic():
-    code, doc, err = probe("--checks", "repeat", str(SCRIPTS / "infer_index_put.py"))
+def test_repeat_fails_with_index_put_accumulate_on_two_threads_and_passes_deterministic(tmp_path):
+    page = tmp_path / "probe.html"
+    code, doc, err = probe("--checks", "repeat", "--html", str(page), str(SCRIPTS / "infer_index_put.py"))
     assert code == 1, err
+    html = page.read_text(encoding="utf-8")   # the page holds the --json document unchanged
+    embedded = json.loads(re.search(r'id="twinrun-document">(.*?)</script>', html, re.S).group(1))
+    assert embedded["checks"]["repeat"] == json.loads(json.dumps(doc["checks"]["repeat"], sort_keys=True))
     repeat = doc["checks"]["repeat"]
     assert repeat["stable"] is False and repeat["first_layer"] == "1" and repeat["max_ulp"] > 0
     code, doc, err = probe("--checks", "repeat", str(SCRIPTS / "infer_index_put.py"), "--", "--deterministic")
@@ -131,6 +136,9 @@ def test_bad_inputs_are_one_line_errors_with_exit_2_and_a_failing_script_exit_3(
     assert out.returncode == 2 and "max_calls (--max-calls) must be a whole number >= 1" in out.stderr
     out = plain(str(tmp_path / "missing.py"))
     assert out.returncode == 2 and "does not exist" in out.stderr
+    (tmp_path / "notes.txt").write_text("mine")
+    out = plain("--html", str(tmp_path / "notes.txt"), str(SCRIPTS / "infer_calls.py"))
+    assert out.returncode == 2 and (tmp_path / "notes.txt").read_text() == "mine" and "Traceback" not in out.stderr
     out = plain("--json", str(SCRIPTS / "infer_fails.py"))
     assert out.returncode == 3
     assert "RuntimeError: the script's own error" in out.stderr and "twinrun/" not in out.stderr.split("Traceback")[1]

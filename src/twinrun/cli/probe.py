@@ -11,6 +11,7 @@ from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from .._format import fmt_count
 from ..options import RunOptions, add_script_argument, positive_int
 from ._output import console, emit_json, progress
+from .report import add_html_argument, check_html, write_page
 
 __all__ = ["register"]
 
@@ -35,6 +36,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "inputs and weights repeat across the fresh processes")
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run of the script that takes longer than this")
+    add_html_argument(p)
     add_script_argument(p, help="the Python inference script to run")
     p.set_defaults(func=cmd_probe)
 
@@ -50,6 +52,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
     options = RunOptions.create(args.script, args.script_args, seed=args.seed)
+    check_html(args)   # a bad --html path: one line before any run
     try:
         result = probe_script(options, checks, max_calls=max_calls, timeout=args.timeout,
                               progress=lambda m: progress(args, m))
@@ -57,9 +60,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         sys.stderr.write(exc.stderr)
         if args.json:
             emit_json({"stable": None, "script_failed": True, "error": str(exc), "stderr_tail": exc.stderr[-4000:]})
-        print(f"twinrun probe: {exc}", file=sys.stderr)
+        print(f"twinrun probe: {exc}" + ("; no page written" if args.html else ""), file=sys.stderr)
         return EXIT_SCRIPT_FAILED
     doc = result.to_dict()
+    write_page(args, "probe", doc)
     if args.json:
         emit_json(doc)
     else:
