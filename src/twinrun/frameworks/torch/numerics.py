@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._errors import UsageError
+from ..._errors import UsageError
 
 __all__ = ["from_numpy", "to_numpy"]
 
