@@ -46,10 +46,11 @@ Short rows (up to 256 terms) of float32/float16/bfloat16 values are first summed
 exact whenever the row's magnitudes allow it (checked per row, see ``_exact_short_rows``): an
 ensemble average over a few models stays vectorized. Other rows take the superaccumulator.
 
-Cost (benchmarks/bench_numerics.py, AVX-512 EPYC): a full sum of 10 M float64 is one pass of the
-superaccumulator, about 2.7x ``np.sum`` (xsum alone: 2.9x; ``math.fsum``: 124x). 10 M float32 are
-widened to float64 chunk by chunk first: about 60 ms, 30x ``np.sum`` of float32 (which reads half the
-bytes). The ensemble mean of 7 x 10,000 x 10 float32 predictions takes about 0.1 s. Rows that need
+Cost (benchmarks/bench_numerics.py, AVX-512 EPYC, busy): a full sum of 10 M float64 is one pass of
+the superaccumulator, 2.2-2.7x ``np.sum`` (all of it xsum's; ``math.fsum``: 103x). xsum holds the GIL,
+so splitting the array across threads is slower (3.0x), not faster (docs/inference.md). 10 M float32
+are widened to float64 chunk by chunk first: 30-40x ``np.sum`` of float32 (which reads half the
+bytes). The ensemble mean of 7 x 10,000 x 10 float32 predictions takes about 0.07 s. Rows that need
 the superaccumulator cost about 10 microseconds each (70 for a mean), plus the terms. ``repro_dot``
 of float64 vectors makes about 20 NumPy passes (Dekker's products) before the superaccumulator.
 """
