@@ -26,6 +26,7 @@ _MODULES = [
     "twinrun.cli.diff",
     "twinrun.cli.show",
     "twinrun.cli.doctor",
+    "twinrun.cli.probe",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
     "twinrun.cli.report",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from .._errors import BadTraceError
 from ..options import RunOptions
 from .result import RunResult
 
-__all__ = ["launch"]
+__all__ = ["launch", "launch_module"]
 
 
 def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
@@ -49,6 +49,19 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
         options = options.replace(against=str(Path(options.record.against).resolve()))
     assert options.output is not None
 
+    done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=timeout, cwd=cwd)
+    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
+    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
+                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+
+
+def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None = None,
+                  timeout: float | None = None,
+                  cwd: str | os.PathLike[str] | None = None) -> tuple[_process.ChildResult, list[dict[str, Any]]]:
+    """Run ``python -m <argv>`` in a fresh process (``_process.run``: its own process group, killed on
+    timeout) with this process's environment plus ``env`` (None removes a variable) and this twinrun
+    importable; return how it ended and what it reported through ``twinrun._channel``. The sibling of
+    :func:`launch` for children that are not ``twinrun run`` (the probe's)."""
     child_env = dict(os.environ)
     for k, v in (env or {}).items():
         if v is None:
@@ -60,14 +73,11 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     os.close(fd)
     child_env[_channel.ENV] = report_path
     try:
-        done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
-                            timeout=timeout)
+        done = _process.run([sys.executable, "-m", *argv], env=child_env, cwd=cwd, timeout=timeout)
         reports = _channel.read(report_path)
     finally:
         Path(report_path).unlink(missing_ok=True)
-    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
-    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
-                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+    return done, reports
 
 
 def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None, dict[str, int]]:
