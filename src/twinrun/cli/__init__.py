@@ -27,6 +27,7 @@ _MODULES = [
     "twinrun.cli.replicas",
     "twinrun.cli.show",
     "twinrun.cli.doctor",
+    "twinrun.cli.probe",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
     "twinrun.cli.report",
