@@ -62,10 +62,19 @@ def check_ranks(args: argparse.Namespace, options: RunOptions, runs: int, folder
     from ..comparison import Comparison, diff
     from ..comparison.replicas import replicas
     from ..runner import launch
+    from ..trace import Trace
     from .report import write_page
 
     assert options.nproc is not None
     n = options.nproc
+    refs: list[str] = []
+    if against is not None:   # a bad reference: one line, before any launch
+        refs = ranks.find_rank_traces(against)
+        if len(refs) != n:
+            raise UsageError(f"the reference {against} has {len(refs)} rank trace(s), this run {n}; compare runs "
+                             "of one rank count (or diff one rank's trace with a 1-process trace)")
+        for ref in refs:
+            Trace.open(ref).close()
     results: list[RunResult] = []
     count = 1 if against else runs
     for i in range(1, count + 1):
@@ -78,10 +87,6 @@ def check_ranks(args: argparse.Namespace, options: RunOptions, runs: int, folder
         if failed is not None:
             return failed, True
     if against is not None:
-        refs = ranks.find_rank_traces(against)
-        if len(refs) != n:
-            raise UsageError(f"the reference {against} has {len(refs)} rank trace(s), this run {n}; compare runs "
-                             "of one rank count (or diff one rank's trace with a 1-process trace)")
         pairs = [[(refs[k], results[0].ranks[k].trace_path) for k in range(n)]]
     else:
         pairs = [[(results[0].ranks[k].trace_path, r.ranks[k].trace_path) for k in range(n)] for r in results[1:]]

@@ -56,8 +56,9 @@ def as_rank(options: RunOptions, info: ranks.RankInfo) -> RunOptions:
     changes: dict[str, Any] = {"output": out}
     against = options.record.against
     if against is not None:
-        mine = ranks.rank_path(against, info.rank)
-        if ranks.split_rank_path(against) is None and Path(mine).exists():
+        split = ranks.split_rank_path(against)
+        mine = ranks.rank_path(split[0] if split is not None else against, info.rank)
+        if Path(mine).exists():   # REF.trace or REF.rank0.trace: this rank compares with REF.rank<R>.trace
             changes["against"] = mine
         if not options.record.keep_going:
             changes["keep_going"] = True
