@@ -98,6 +98,8 @@ def check_ranks(args: argparse.Namespace, options: RunOptions, runs: int, folder
     parted = next((c for c in checks if c.consistent is False), None)
     finding = next((c for c in checks if not c.ok), None)
     doc = lead.to_dict()
+    if not lead.identical:
+        doc["sentence"] = f"Rank {lead_rank}: {doc['sentence']}"
     doc.update(identical=identical, rank=lead_rank, nproc=n, script=str(options.script), args=list(options.args),
                against=against, traces_kept=str(folder) if keep else None,
                runs=[{"returncode": r.exit_code, "traces": r.trace_paths, "status": r.status,
