@@ -28,9 +28,12 @@ _SKIP = (os.sep + "torch" + os.sep, os.sep + "twinrun" + os.sep, os.sep + "light
 class Root:
     """A root module: its label, its modules' paths and its parameters' names."""
 
-    __slots__ = ("has_params", "initialised", "label", "modules", "prefix", "ref", "sites")
+    __slots__ = ("has_params", "initialised", "label", "modules", "prefix", "ref", "sites", "wrapper")
 
-    def __init__(self, module: torch.nn.Module, label: str, prefix: str):
+    def __init__(self, module: torch.nn.Module, label: str, prefix: str, wrapper: torch.nn.Module | None = None):
+        # ``wrapper``: the module the user calls when it only wraps ``module`` (torch.compile's
+        # OptimizedModule): it is named as the root itself, and ``module``'s paths are the names.
+        self.wrapper = id(wrapper) if wrapper is not None else None
         self.ref = weakref.ref(module)
         self.label = label
         self.prefix = prefix
@@ -44,6 +47,8 @@ class Root:
         module = self.ref()
         if module is not None:
             self.modules = {id(m): path for path, m in module.named_modules()}
+            if self.wrapper is not None:
+                self.modules[self.wrapper] = ""
 
     def name_of(self, module: torch.nn.Module) -> str:
         path = self.modules.get(id(module))

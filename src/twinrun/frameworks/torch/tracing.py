@@ -190,19 +190,21 @@ class TorchTracer:
         root = self._roots.get(id(module))
         if root is not None and root.ref() is module:
             return root
-        base = type(module).__name__
+        # torch.compile's wrapper: the user's model (its class, its paths, no `_orig_mod.`) is the root.
+        target: torch.nn.Module = module._orig_mod if _compiled(module) else module  # type: ignore[assignment]
+        base = type(target).__name__
         label, k = base, 2
         while label in self._labels:
             label, k = f"{base}({k})", k + 1
         self._labels.add(label)
-        has_params = next(iter(module.parameters()), None) is not None
+        has_params = next(iter(target.parameters()), None) is not None
         first = has_params and self._first_model is None
-        root = Root(module, label, "" if first else label + ".")
+        root = Root(target, label, "" if first else label + ".", wrapper=module if target is not module else None)
         if first:
             self._first_model = root
         self._roots[id(module)] = root
         if has_params:
-            for path, p in module.named_parameters():
+            for path, p in target.named_parameters():
                 if self._param_name(p) is None:
                     self._params[id(p)] = (weakref.ref(p), root.prefix + path)
                 self._hook(p)
@@ -237,7 +239,7 @@ class TorchTracer:
 
     # --- gradients, as backward produces them ----------------------------------------------------
     def _accumulated(self, p: torch.Tensor) -> None:
-        if not self._here():
+        if _compiling() or not self._here():
             return
         self._grads_this_step.add(id(p))
         if self._wants("grad") and p.grad is not None:
@@ -247,7 +249,7 @@ class TorchTracer:
 
     # --- module hooks ----------------------------------------------------------------------------
     def _pre_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if not self._here():
+        if _compiling() or not self._here():
             return None
         stack = self._stack
         if stack and stack[-1][1] is not None:
@@ -273,7 +275,7 @@ class TorchTracer:
     def _learn_names(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         """Names-only pre-hook (no init/input/forward captured): the first module with parameters
         seen outside any known model becomes a root; its modules are known from then on."""
-        if not self._here():
+        if _compiling() or not self._here():
             return None
         if torch.is_grad_enabled() and module.training and not self._in_backward and not self._inside_known(module):
             self.recorder.saw("root forward")
@@ -293,6 +295,7 @@ class TorchTracer:
 
     def _on_root_call(self, module: torch.nn.Module, root: Root, args: tuple[Any, ...]) -> None:
         rec = self.recorder
+        module = root.ref() or module   # the compiled model's own module: its names, its forward's signature
         if not root.initialised:
             root.initialised = True
             if rec.step == 0 and self._wants("init"):
@@ -320,7 +323,7 @@ class TorchTracer:
             self._event("input", f"{root.prefix}{name}{suffix}", t, per_sample=t.dim() > 0)
 
     def _post_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if not self._here() or not self._stack:
+        if _compiling() or not self._here() or not self._stack:
             return None
         stack = self._stack
         # An exception inside a forward may leave frames of inner modules behind: drop them.
@@ -462,6 +465,11 @@ class TorchTracer:
         self._backward_done = False   # the parameters are recorded: no listener records them again
         self.recorder.end_step()  # may raise StopRun (a BaseException): it ends the user's script
         return None
+
+
+# Inside Dynamo's tracing this is a constant True: a hook that returns on it is traced as nothing, so
+# compiled graphs stay the user's (no graph break, no side effect replayed into the graph).
+_compiling = torch.compiler.is_compiling
 
 
 def _version(t: torch.Tensor) -> int | None:
