@@ -157,7 +157,11 @@ class JaxAdapter(Adapter):
         return str(x.dtype)
 
     def install(self, recorder: RecorderLike) -> Callable[[], None]:
-        return lambda: None   # functional loops say where a step ends: twinrun.jax.Tracer
+        # Functional loops say where a step ends (twinrun.jax.Tracer, record_step); Keras fit on the
+        # jax backend gets twinrun.keras.Callback.
+        from ..keras_fit import install
+
+        return install(recorder)
 
     def in_use(self) -> bool:
         # Keras 3 imports JAX whatever its backend: count JAX only once it computed.

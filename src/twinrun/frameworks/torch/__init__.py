@@ -217,9 +217,16 @@ class TorchAdapter(Adapter):
 
     def install(self, recorder: RecorderLike) -> Callable[[], None]:
         """Record every module, backward and optimizer step through PyTorch's global hooks."""
+        from ..keras_fit import install as keras_fit
         from .tracing import install
 
-        return install(recorder)
+        hooks, fit = install(recorder), keras_fit(recorder)   # Keras fit on the torch backend: a step per batch
+
+        def uninstall() -> None:
+            fit()
+            hooks()
+
+        return uninstall
 
     def process_group(self) -> dict[str, Any] | None:
         from .distributed import process_group

@@ -18,7 +18,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["Root", "forward_parameters", "tensors"]
+__all__ = ["Root", "forward_parameters", "is_keras_layer", "param_path", "tensors"]
+
+_KERAS_PARAMS = "_torch_params."
+
+
+def is_keras_layer(module: Any) -> bool:
+    """Whether ``module`` is a Keras 3 layer (on the torch backend every layer is an ``nn.Module``)."""
+    layer = sys.modules.get("keras.src.layers.layer")
+    return layer is not None and isinstance(module, layer.Layer)
+
+
+def param_path(path: str) -> str:
+    """A parameter's name without the wrappers a user never wrote: Keras on torch keeps a layer's
+    variables in a ``ParameterDict`` keyed by their Keras path (``_functional._torch_params.cnn/conv/kernel``
+    is ``cnn/conv/kernel``, the name Keras and twinrun's TensorFlow traces use).
+
+    >>> param_path("Sequential._functional._torch_params.cnn/conv/kernel"), param_path("net.0.weight")
+    ('cnn/conv/kernel', 'net.0.weight')
+    """
+    i = path.rfind(_KERAS_PARAMS)
+    return path[i + len(_KERAS_PARAMS):] if i >= 0 else path
 
 # Frames of these packages are not the user's call site.
 _SKIP = (os.sep + "torch" + os.sep, os.sep + "twinrun" + os.sep, os.sep + "lightning" + os.sep,
@@ -55,6 +75,8 @@ class Root:
         if path is None:
             self.refresh()  # a module added after the first call
             path = self.modules.get(id(module))
+        if path is None and is_keras_layer(module):
+            return str(module.name)    # Keras names its layers uniquely (conv, dense_1)
         if path is None:
             # Called inside the root's forward but not registered in it: a loss module built in
             # forward, a module kept in a plain list. Its call site names it.

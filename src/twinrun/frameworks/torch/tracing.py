@@ -47,7 +47,7 @@ from torch.nn.modules import module as _nn_module
 from torch.optim import optimizer as _optim
 
 from ..base import RecorderLike
-from .naming import Root, forward_parameters, tensors
+from .naming import Root, forward_parameters, is_keras_layer, param_path, tensors
 
 __all__ = ["TorchTracer", "install", "unwatch", "watch"]
 
@@ -90,6 +90,7 @@ def unwatch() -> None:
 
 
 def _compiled(module: torch.nn.Module) -> bool:
+    """torch.compile's wrapper: its ``_orig_mod`` (the user's model, with its class and paths) is the root."""
     return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
 
 
@@ -124,6 +125,7 @@ class TorchTracer:
         self._in_optimizer_step = 0          # LBFGS updates parameters between closure calls
         self._optimizer_steps = 0            # once an optimizer ends steps, updates are its business
         self._compiled_noted: set[str] = set()
+        self._init_done: set[int] = set()    # parameters whose init event is recorded
 
     # --- life cycle ------------------------------------------------------------------------------
     def install(self) -> Callable[[], None]:
@@ -188,9 +190,8 @@ class TorchTracer:
 
     def _root_for(self, module: torch.nn.Module) -> Root:
         root = self._roots.get(id(module))
-        if root is not None and root.ref() is module:
+        if root is not None and (root.ref() is module or (root.wrapper == id(module) and root.ref() is not None)):
             return root
-        # torch.compile's wrapper: the user's model (its class, its paths, no `_orig_mod.`) is the root.
         target: torch.nn.Module = module._orig_mod if _compiled(module) else module  # type: ignore[assignment]
         base = type(target).__name__
         label, k = base, 2
@@ -198,15 +199,18 @@ class TorchTracer:
             label, k = f"{base}({k})", k + 1
         self._labels.add(label)
         has_params = next(iter(target.parameters()), None) is not None
+        keras = is_keras_layer(target)
+        label = str(target.name) if keras else label  # Keras names are unique: no prefix needed
         first = has_params and self._first_model is None
-        root = Root(target, label, "" if first else label + ".", wrapper=module if target is not module else None)
+        prefix = "" if first or keras else label + "."
+        root = Root(target, label, prefix, wrapper=module if target is not module else None)
         if first:
             self._first_model = root
         self._roots[id(module)] = root
         if has_params:
             for path, p in target.named_parameters():
                 if self._param_name(p) is None:
-                    self._params[id(p)] = (weakref.ref(p), root.prefix + path)
+                    self._params[id(p)] = (weakref.ref(p), param_path(root.prefix + path))
                 self._hook(p)
         if _compiled(module) and label not in self._compiled_noted:
             self._compiled_noted.add(label)
@@ -299,8 +303,10 @@ class TorchTracer:
         if not root.initialised:
             root.initialised = True
             if rec.step == 0 and self._wants("init"):
-                for path, p in module.named_parameters():
-                    self._event("init", root.prefix + path, p)
+                for _, p in module.named_parameters():
+                    if id(p) not in self._init_done:   # a layer called alone first (Keras builds) and then its model
+                        self._init_done.add(id(p))
+                        self._event("init", self._param_name(p) or self._optimizer_name(p), p)
         if not self._wants("input"):
             return
         # The global pre-hook gets no keyword arguments; read them from the calling frame
@@ -467,9 +473,7 @@ class TorchTracer:
         return None
 
 
-# Inside Dynamo's tracing this is a constant True: a hook that returns on it is traced as nothing, so
-# compiled graphs stay the user's (no graph break, no side effect replayed into the graph).
-_compiling = torch.compiler.is_compiling
+_compiling = torch.compiler.is_compiling   # while Dynamo traces; a hook returning on it traces as nothing
 
 
 def _version(t: torch.Tensor) -> int | None:
