@@ -6,7 +6,8 @@ and an ``@nnx.jit`` step that updates the model in place and returns ``loss, gra
 ``params, opt_state, loss, grads = train_step(params, opt_state, x, y)`` with an Optax optimizer.
 Either way the parameters are named by their tree path (``conv.kernel``). One step = one call of
 the jitted step. Options: --seed S (the ``jax.random`` key), --unseeded (a key from os.urandom),
---wide (32 conv filters), --steps N, --api nnx|linen.
+--wide (32 conv filters), --steps N, --api nnx|linen, --record-step (wrap the step with
+``twinrun.jax.record_step``: the one line a user adds, as docs/trainers.md says).
 """
 
 import os
@@ -53,6 +54,11 @@ def run_nnx(args, key_seed: int, x, y, truth: Truth) -> int:
         optimizer.update(model, grads)
         return loss, grads
 
+    if args.record_step:
+        import twinrun.jax
+
+        train_step = twinrun.jax.record_step(train_step, returns=("loss", "grads"), batch_arg=(2, 3),
+                                             params=lambda: nnx.state(model, nnx.Param))
     truth.params(path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0])
     steps = 0
     for i in range(args.steps):
@@ -91,6 +97,11 @@ def run_linen(args, key_seed: int, x, y, truth: Truth) -> int:
         params = optax.apply_updates(params, updates)
         return params, opt_state, loss, grads
 
+    if args.record_step:
+        import twinrun.jax
+
+        train_step = twinrun.jax.record_step(train_step, returns=("params", None, "loss", "grads"), params_arg=0,
+                                             batch_arg=(2, 3))
     truth.params(path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
     steps = 0
     for i in range(args.steps):
@@ -104,7 +115,8 @@ def run_linen(args, key_seed: int, x, y, truth: Truth) -> int:
 
 
 def main() -> None:
-    args = options(__doc__, api={"choices": ["nnx", "linen"], "default": "nnx"})
+    args = options(__doc__, api={"choices": ["nnx", "linen"], "default": "nnx"},
+                   record_step={"action": "store_true"})
     key_seed = int.from_bytes(os.urandom(4), "little") if args.unseeded else args.seed
     x, y = digits()
     truth = Truth(f"flax-{args.api}", "jax", notes="grads: those the jitted step returned at step 0 (jax.value_and_grad)")

@@ -72,7 +72,7 @@ class CountSteps(TrainerCallback):
 
 
 def main() -> None:
-    args = options(__doc__)
+    args = options(__doc__, callback={"action": "store_true"})
     if not args.unseeded:
         set_seed(args.seed)
     config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -87,7 +87,12 @@ def main() -> None:
                                   learning_rate=1e-3, report_to=[], save_strategy="no", logging_strategy="no",
                                   disable_tqdm=True, use_cpu=True, dataloader_num_workers=0,
                                   **({} if args.unseeded else {"seed": args.seed}))
-        trainer = TruthTrainer(model=model, args=targs, train_dataset=Digits(), callbacks=[counter], truth=truth)
+        cb = []
+        if args.callback:   # --callback: with twinrun.huggingface.Callback (the trace must be the same)
+            import twinrun.huggingface
+
+            cb.append(twinrun.huggingface.Callback())
+        trainer = TruthTrainer(model=model, args=targs, train_dataset=Digits(), callbacks=[counter, *cb], truth=truth)
         trainer.train()
     truth.save(counter.steps, global_step=trainer.state.global_step, clipped_at_step0=counter.clipped,
                model_accepts_loss_kwargs=trainer.model_accepts_loss_kwargs)

@@ -48,45 +48,11 @@ from torch.optim import optimizer as _optim
 
 from ..base import RecorderLike
 from .naming import Root, forward_parameters, is_keras_layer, param_path, tensors
+from .watching import _OWNERS, _WATCHED_MODELS, _WATCHED_OPTIMIZERS, own, owner_of, unwatch, watch
 
-__all__ = ["TorchTracer", "install", "unwatch", "watch"]
+__all__ = ["TorchTracer", "install", "own", "unwatch", "watch"]
 
-# A registry, documented: the models and optimizers the user limited recording to
-# (twinrun.torch.watch); empty = everything.
-_WATCHED_MODELS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
-_WATCHED_OPTIMIZERS: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 _SAMPLE = 8   # elements per parameter compared to notice an update that bypasses the version counter
-
-
-def watch(*objects: Any) -> None:
-    """Limit recording to these models and optimizers (any mix, any number of calls).
-
-    Without ``watch`` every ``nn.Module`` called at the top level is a root model and every
-    ``torch.optim`` optimizer ends a step. After ``watch(model, optimizer)``, only ``model`` (and
-    modules it calls) is recorded, only ``optimizer.step()`` ends a step, and only the parameters of
-    watched models appear in ``grad``/``param`` events.
-
-    >>> with twinrun.record("run.trace"):          # doctest: +SKIP
-    ...     twinrun.torch.watch(model, optimizer)
-    ...     train(model, optimizer, teacher)        # the teacher's forwards are not recorded
-    """
-    from ..._errors import UsageError
-
-    for obj in objects:
-        if isinstance(obj, torch.nn.Module):
-            _WATCHED_MODELS.add(obj)
-        elif isinstance(obj, torch.optim.Optimizer):
-            _WATCHED_OPTIMIZERS.add(obj)
-        else:
-            raise UsageError(
-                f"twinrun.torch.watch() takes nn.Module and torch.optim.Optimizer objects, not "
-                f"{type(obj).__name__}; pass the model and its optimizer")
-
-
-def unwatch() -> None:
-    """Forget every ``watch()``: record all models and optimizers again."""
-    _WATCHED_MODELS.clear()
-    _WATCHED_OPTIMIZERS.clear()
 
 
 def _compiled(module: torch.nn.Module) -> bool:
@@ -119,7 +85,9 @@ class TorchTracer:
         # The step model without an optimizer: a backward pass happened since the step began, and
         # the parameters as they were when it ended (version counter and a few elements each).
         self._backward_done = False
-        self._snapshot: dict[int, tuple[weakref.ref[torch.Tensor], int | None, torch.Tensor | None]] = {}
+        # Strong references: a script whose model is local to main() frees it before the recording
+        # closes, and the last update by hand is still noticed then. Dropped when the step ends.
+        self._snapshot: dict[int, tuple[torch.Tensor, int | None, torch.Tensor | None]] = {}
         self._grads_this_step: set[int] = set()
         self._new_hooks: set[int] = set()    # parameters first hooked in this step (by the optimizer)
         self._in_optimizer_step = 0          # LBFGS updates parameters between closure calls
@@ -270,7 +238,7 @@ class TorchTracer:
         if recording:
             self.recorder.saw("root forward")
             self._manual_step_end()   # the update of the step before, made without an optimizer
-        root = self._root_for(module) if recording else None
+        root = self._root_for(owner_of(module) or module if _OWNERS else module) if recording else None
         stack.append((module, root, recording))
         if root is not None and root.has_params:
             self._on_root_call(module, root, args)
@@ -299,11 +267,13 @@ class TorchTracer:
 
     def _on_root_call(self, module: torch.nn.Module, root: Root, args: tuple[Any, ...]) -> None:
         rec = self.recorder
-        module = root.ref() or module   # the compiled model's own module: its names, its forward's signature
+        model = root.ref() or module   # the compiled model's own module, or the owner of the one called
+        if root.wrapper == id(module):
+            module = model             # a compiled model's inputs are named by its own forward
         if not root.initialised:
             root.initialised = True
             if rec.step == 0 and self._wants("init"):
-                for _, p in module.named_parameters():
+                for _, p in model.named_parameters():
                     if id(p) not in self._init_done:   # a layer called alone first (Keras builds) and then its model
                         self._init_done.add(id(p))
                         self._event("init", self._param_name(p) or self._optimizer_name(p), p)
@@ -373,14 +343,11 @@ class TorchTracer:
             return
         snap = {}
         for _, p in self._tracked():
-            snap[id(p)] = (weakref.ref(p), _version(p), _sample(p))
+            snap[id(p)] = (p, _version(p), _sample(p))
         self._snapshot = snap
 
     def _updated(self) -> bool:
-        for ref, version, sample in self._snapshot.values():
-            p = ref()
-            if p is None:
-                continue
+        for p, version, sample in self._snapshot.values():
             if _version(p) != version:
                 return True
             now = _sample(p)
