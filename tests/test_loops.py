@@ -42,8 +42,9 @@ from loop_cases import CASES, Case  # noqa: E402
 
 pytestmark = [pytest.mark.slow]
 # (test, case) pairs that run by default: one process each, a loop kind each.
-DEFAULT = {("step0", c) for c in ("torch-manual-sub", "torch-closure-sgd", "torch-compile-aot", "lightning-callback",
-                                  "hf-trainer-callback", "keras-fit-torch", "keras-fit-jax", "flax-linen-record-step")}
+DEFAULT = {("step0", c) for c in (
+    "torch-manual-sub", "torch-autograd-grad", "torch-closure-sgd", "torch-compile-aot", "lightning-callback",
+    "hf-trainer-callback", "keras-fit-torch", "keras-fit-jax", "flax-linen-record-step")}
 # What twinrun still gets wrong, by (test, case) (test "*": all four), and why.
 XFAIL: dict[tuple[str, str], str] = {
     ("*", "tf-gradient-tape"): "a tf.GradientTape step inside tf.function shows no hook a step: the script must call "

@@ -115,6 +115,8 @@ class TorchTracer:
         self._orig_backward = torch.autograd.backward
         self._patched_backward = self._backward  # one bound method, so uninstall can check it is ours
         torch.autograd.backward = self._patched_backward  # type: ignore[assignment]
+        self._orig_grad, self._patched_grad = torch.autograd.grad, self._grad   # autograd.grad loops: the same
+        torch.autograd.grad = self._patched_grad
         self.recorder.add_step_listener(self._before_step_end)
         self.recorder.add_close_listener(self._manual_step_end)
         return self.uninstall
@@ -127,6 +129,8 @@ class TorchTracer:
             if torch.autograd.backward is self._patched_backward:
                 torch.autograd.backward = self._orig_backward
             self._orig_backward = None
+        if getattr(self, "_orig_grad", None) is not None and torch.autograd.grad is self._patched_grad:
+            torch.autograd.grad = self._orig_grad
         self._stack.clear()
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -315,16 +319,41 @@ class TorchTracer:
         return None
 
     # --- backward --------------------------------------------------------------------------------
+    def _backward_begins(self, tensors_: Any) -> None:
+        self.recorder.saw("backward")
+        self._manual_step_end()
+        if self._wants("loss"):
+            t = tensors_ if isinstance(tensors_, torch.Tensor) else next(
+                (x for x in tensors_ if isinstance(x, torch.Tensor)), None)
+            if t is not None:
+                self._event("loss", "loss", t)
+
+    def _grad(self, outputs: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """``torch.autograd.grad`` with recorded parameters among ``inputs``: it writes no ``.grad`` and
+        fires no post-accumulate hook, so the gradients it returns are recorded, and the update that
+        follows ends the step as a backward pass's would."""
+        seq = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        names = [self._param_name(t) if isinstance(t, torch.Tensor) else None for t in seq]
+        if not (self._here() and not self._in_backward and any(names)):
+            return self._orig_grad(outputs, inputs, *args, **kwargs)
+        self._backward_begins(outputs)
+        self._in_backward += 1
+        try:
+            result = self._orig_grad(outputs, inputs, *args, **kwargs)
+        finally:
+            self._in_backward -= 1
+        if self._wants("grad"):
+            for name, g in zip(names, result):
+                if name is not None and g is not None:
+                    self._event("grad", name, g)
+        self._backward_done = True
+        self._take_snapshot()
+        return result
+
     def _backward(self, tensors_: Any, *args: Any, **kwargs: Any) -> Any:
         outer = self._here() and not self._in_backward
         if outer:
-            self.recorder.saw("backward")
-            self._manual_step_end()
-            if self._wants("loss"):
-                t = tensors_ if isinstance(tensors_, torch.Tensor) else next(
-                    (x for x in tensors_ if isinstance(x, torch.Tensor)), None)
-                if t is not None:
-                    self._event("loss", "loss", t)
+            self._backward_begins(tensors_)
         self._in_backward += 1
         try:
             assert self._orig_backward is not None
