@@ -108,16 +108,19 @@ class TwinrunCheck:
                         "paths are taken from the test file's folder)", pytrace=False)
         self._calls += 1
         update = self.update and options.get("golden") is not None
+        failure: str | None = None
         try:
             report = assert_reproducible(script, *script_args, update=update, base=self._base,
                                          workdir=self._workdir / f"check-{self._calls}", **options)
         except TwinrunError as e:
-            pytest.fail(f"twinrun_check: {e}", pytrace=False)
+            failure = f"twinrun_check: {e}"
         except AssertionError as e:
-            pytest.fail(str(e), pytrace=False)
+            failure = str(e)
         except TypeError as e:   # an unknown keyword: say which ones there are
-            pytest.fail(f"twinrun_check: {e}; options: max_steps, runs, golden, ulps, rtol, seed, deterministic, "
-                        "threads, capture, timeout, env", pytrace=False)
+            failure = (f"twinrun_check: {e}; options: max_steps, runs, golden, ulps, rtol, seed, deterministic, "
+                       "threads, capture, timeout, env")
+        if failure is not None:   # outside the except blocks: the message alone, no chained traceback
+            pytest.fail(failure, pytrace=False)
         if report.golden_written is not None:
             self._config.stash[_WRITTEN].append(report.golden_written)
         return report

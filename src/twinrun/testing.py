@@ -149,9 +149,10 @@ def _check_golden(path: Path, *, overwrite: bool = False) -> None:
         raise NotReproducible(f"golden trace {path} does not exist; run `{UPDATE_HINT}` to write it")
     try:
         Trace.open(path).close()
-    except BadTraceError as e:
-        what = "will not overwrite it" if overwrite else "cannot compare with it"
-        raise UsageError(f"golden {str(path)!r} is not a twinrun trace ({e}); twinrun {what}") from None
+    except BadTraceError:
+        fix = ("twinrun will not overwrite it; remove it or choose another golden path" if overwrite else
+               f"remove it and run `{UPDATE_HINT}` to write a golden trace there")
+        raise UsageError(f"golden {str(path)!r} is not a twinrun trace; {fix}") from None
 
 
 def _raise_unless_comparable(r: RunResult, i: int, name: str, folder: Path) -> None:
