@@ -130,6 +130,25 @@ def test_bad_options_fail_in_one_line(suite: pytest.Pytester):
     bad_seed.stderr.fnmatch_lines(["*argument --twinrun-seed: must be a non-negative integer, not 'abc'"])
 
 
+def test_no_step_and_a_failing_script_are_never_called_a_divergence(pytester: pytest.Pytester):
+    pytester.makepyfile(nostep="print('nothing to train')", crash="raise SystemExit('the data is missing')",
+                        test_honest="""
+        def test_nostep(twinrun_check):
+            twinrun_check("nostep.py")
+
+        def test_crash(twinrun_check):
+            twinrun_check("crash.py")
+    """)
+    result = pytester.runpytest(*PLUGIN, "-p", "no:randomly")
+    result.assert_outcomes(failed=2)
+    fails = _failures(result)
+    nostep = fails["test_nostep"]
+    assert "twinrun cannot tell whether nostep.py repeats: in run 1, no training step was recorded" in nostep
+    assert "twinrun.step()" in nostep and "part" not in nostep
+    assert "run 1 of crash.py failed with exit code" in fails["test_crash"]
+    assert "the data is missing" in fails["test_crash"]
+
+
 def test_seeds_are_applied_after_pytest_randomly(pytester: pytest.Pytester):
     """pytest-randomly reseeds random and NumPy right before each test body; twinrun_seeds still wins."""
     pytester.makepyfile(test_seeds="""
@@ -159,6 +178,7 @@ def test_seeds_are_applied_after_pytest_randomly(pytester: pytest.Pytester):
     alone.stdout.fnmatch_lines(["*SEED 0 0*"])
 
 
+@pytest.mark.expensive
 def test_tolerance_passes_last_bit_differences_and_fails_real_changes(suite: pytest.Pytester):
     """A golden recorded with 1 thread, checked with 2 (MKL splits the classifier's gradient sum another way):
     exact fails at that gradient, a tolerance of a few thousand ULP passes, a learning-rate change fails."""

@@ -158,7 +158,7 @@ def _check_golden(path: Path, *, overwrite: bool = False) -> None:
 def _raise_unless_comparable(r: RunResult, i: int, name: str, folder: Path) -> None:
     """Fail when run ``i`` gave no trace with a step to compare: the script failed, or no step was seen."""
     if r.stepless:
-        raise NotReproducible(f"twinrun cannot tell whether {name} repeats: run {i} {r.no_step_reason()}")
+        raise NotReproducible(f"twinrun cannot tell whether {name} repeats: in run {i}, {r.no_step_reason()}")
     if r.exit_code in (0, 1) and r.status in ("complete", "stopped", "diverged"):
         return
     why = "timed out" if r.status == "timeout" else f"failed with exit code {r.exit_code}"
