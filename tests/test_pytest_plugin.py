@@ -68,25 +68,27 @@ def test_a_seeded_script_passes_and_an_unseeded_one_fails_at_init(suite: pytest.
     assert "site-packages" not in text and "testing.py" not in text   # one message, no traceback into twinrun
 
 
-def test_golden_missing_then_written_then_matched(suite: pytest.Pytester):
-    suite.makepyfile(test_golden="""
+def test_golden_missing_then_written_then_matched(pytester: pytest.Pytester):
+    """Relative paths are taken from the test file's folder (tests/), not from where pytest runs."""
+    tests = pytester.mkdir("tests")
+    shutil.copy(SCRIPT, tests / "train.py")
+    (tests / "test_golden.py").write_text(textwrap.dedent("""
         def test_golden(twinrun_check):
             twinrun_check("train.py", max_steps=2, golden="golden/train.trace")
-    """)
-    missing = suite.runpytest(*PLUGIN, "-p", "no:randomly")
+    """))
+    missing = pytester.runpytest(*PLUGIN, "-p", "no:randomly")
     missing.assert_outcomes(failed=1)
     text = _failures(missing)["test_golden"]
     assert "golden trace" in text and "does not exist" in text and "pytest --twinrun-update" in text
     assert len(text.strip().splitlines()) == 1
 
-    written = suite.runpytest(*PLUGIN, "-p", "no:randomly", "--twinrun-update")
+    written = pytester.runpytest(*PLUGIN, "-p", "no:randomly", "--twinrun-update")
     written.assert_outcomes(passed=1)
     written.stdout.fnmatch_lines(["twinrun: --twinrun-update: golden traces are written, not compared",
-                                  "twinrun: wrote 1 golden trace:", "*golden?train.trace"])
-    golden = suite.path / "golden" / "train.trace"
-    assert golden.is_file()
+                                  "twinrun: wrote 1 golden trace:", "*tests?golden?train.trace"])
+    assert (tests / "golden" / "train.trace").is_file()
 
-    matched = suite.runpytest(*PLUGIN, "-p", "no:randomly")
+    matched = pytester.runpytest(*PLUGIN, "-p", "no:randomly")
     matched.assert_outcomes(passed=1)
 
 
@@ -124,6 +126,12 @@ def test_bad_options_fail_in_one_line(suite: pytest.Pytester):
         assert words in fails[name], (name, fails[name])
         assert len(fails[name].strip().splitlines()) == 1, (name, fails[name])
         assert fails[name].startswith("twinrun_check: ")
+
+    # --twinrun-update never overwrites a file that is not a trace (and fails before any run)
+    refused = suite.runpytest(*PLUGIN, "-p", "no:randomly", "--twinrun-update", "-k", "not_a_golden")
+    refused.assert_outcomes(failed=1)
+    assert "is not a twinrun trace; twinrun will not overwrite it" in _failures(refused)["test_not_a_golden"]
+    assert (suite.path / "not-a-trace.trace").read_text() == "hello"
 
     bad_seed = suite.runpytest(*PLUGIN, "-p", "no:randomly", "--twinrun-seed", "abc")
     assert bad_seed.ret == pytest.ExitCode.USAGE_ERROR
