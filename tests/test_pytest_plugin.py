@@ -3,6 +3,7 @@ script (an MLP on 64 bundled digits) in fresh processes through the ``twinrun_ch
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,8 @@ pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "plugin_mlp.py"
-# The plugin is named explicitly: the installed twinrun's entry points may predate it.
+# The plugin is named explicitly: the installed twinrun's entry points may predate it (when they do
+# not, the entry point has the module's name, and -p finds it registered).
 PLUGIN = ("-p", "twinrun.pytest_plugin", "-p", "no:cacheprovider")
 
 
@@ -40,10 +42,24 @@ def _failures(result: pytest.RunResult) -> dict[str, str]:
     return out
 
 
-def test_entry_point_and_a_light_load():
-    """pyproject registers the plugin under pytest11, and loading it imports neither NumPy nor a framework."""
+def test_entry_point_and_a_light_load(tmp_path: Path):
+    """The pytest11 entry point that pyproject declares loads the plugin, also next to an explicit
+    ``-p twinrun.pytest_plugin``; loading it imports neither NumPy nor a framework."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["entry-points"]["pytest11"] == {"twinrun": "twinrun.pytest_plugin"}
+    entry = project["project"]["entry-points"]["pytest11"]
+    assert entry == {"twinrun.pytest_plugin": "twinrun.pytest_plugin"}
+    # an installed distribution declaring exactly that entry point
+    dist = tmp_path / "site" / "twinrun_declared-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: twinrun-declared\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("[pytest11]\n" + "".join(f"{k} = {v}\n" for k, v in entry.items()))
+    (tmp_path / "test_x.py").write_text("def test_x(twinrun_seed):\n    assert twinrun_seed == 0\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    for extra in ([], ["-p", "twinrun.pytest_plugin"]):
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                              *extra, "test_x.py"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+
     code = ("import sys, twinrun.pytest_plugin as p; "
             "print(sorted(m for m in ('numpy', 'torch', 'tensorflow', 'jax', 'twinrun.testing') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
