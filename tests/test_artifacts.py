@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hardening_support import copy, killed_trace, make_env, make_results, make_trace, sha, siblings
+from hardening_support import (
+    copy,
+    killed_trace,
+    make_env,
+    make_results,
+    make_trace,
+    sha,
+    siblings,
+)
 
 from twinrun._artifacts import (
     Kind,
@@ -208,20 +216,18 @@ def test_write_text_refuses_a_script_and_leaves_it(tmp_path):
 def test_atomic_write_leaves_the_old_file_when_writing_fails(made, tmp_path):
     p = copy(made["env"], tmp_path / "env.json")
     before = sha(p)
-    with pytest.raises(RuntimeError):
-        with atomic_write(p, Kind.ENV) as f:
-            f.write('{"half": ')
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), atomic_write(p, Kind.ENV) as f:
+        f.write('{"half": ')
+        raise RuntimeError("disk full")
     assert sha(p) == before
     assert os.listdir(tmp_path) == ["env.json"]
 
 
 def test_atomic_write_checks_again_before_the_rename(tmp_path):
     p = tmp_path / "env.json"
-    with pytest.raises(UsageError, match="exists and is not"):
-        with atomic_write(p, Kind.ENV) as f:
-            f.write('{"schema": "twinrun.env/1"}')
-            p.write_text("someone else's file")   # appeared meanwhile
+    with pytest.raises(UsageError, match="exists and is not"), atomic_write(p, Kind.ENV) as f:
+        f.write('{"schema": "twinrun.env/1"}')
+        p.write_text("someone else's file")   # appeared meanwhile
     assert p.read_text() == "someone else's file"
 
 
@@ -274,9 +280,9 @@ def test_writer_lock_refuses_a_second_writer_and_dies_with_its_holder(made, tmp_
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UsageError, match="another twinrun process is writing"):
-            with writer_lock(p, what="results file"):
-                pass
+        with pytest.raises(UsageError, match="another twinrun process is writing"), \
+                writer_lock(p, what="results file"):
+            pass
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
