@@ -37,6 +37,7 @@ from twinrun._sqlite import (
     expected_columns,
     is_wal_mode,
     json_depth,
+    open_for_update,
     open_readonly,
     uri_of,
 )
@@ -354,3 +355,36 @@ def test_expect_type_names_the_sqlite_type():
     for value in ("3", 3.0, b"3", None, True):
         with pytest.raises(BadTraceError, match="a step is .*not integer"):
             expect_type(value, int, what="a step", path="x")
+
+
+# --- opening to add to a file -------------------------------------------------------------------------------
+
+RESULTS_DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (arm TEXT NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, PRIMARY KEY (arm, idx));
+"""
+
+
+def test_open_for_update_refuses_a_trigger_before_anything_is_written(tmp_path):
+    p = tmp_path / "r.db"
+    con = sqlite3.connect(p)
+    con.executescript(RESULTS_DDL + "INSERT INTO meta VALUES ('keep', 'me');"
+                      "CREATE TRIGGER t AFTER INSERT ON runs BEGIN DELETE FROM meta; END;")
+    con.close()
+    with pytest.raises(BadResultsError, match="trigger"):
+        open_for_update(p, expected=expected_columns(RESULTS_DDL), error=BadResultsError)
+    assert sqlite3.connect(p).execute("SELECT * FROM meta").fetchall() == [("keep", "me")]
+
+
+def test_open_for_update_gives_a_connection_to_add_rows(tmp_path):
+    p = tmp_path / "r.db"
+    con = sqlite3.connect(p)
+    con.executescript(RESULTS_DDL)
+    con.close()
+    con = open_for_update(p, expected=expected_columns(RESULTS_DDL), error=BadResultsError)
+    with con:
+        con.execute("INSERT INTO runs VALUES ('all', 0, 'ok')")
+    con.close()
+    assert sqlite3.connect(p).execute("SELECT * FROM runs").fetchall() == [("all", 0, "ok")]
+    with pytest.raises(BadResultsError, match="no table 'metrics'"):
+        open_for_update(p, expected={**expected_columns(RESULTS_DDL), "metrics": [("a", "")]}, error=BadResultsError)

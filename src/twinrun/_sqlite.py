@@ -66,6 +66,7 @@ __all__ = [
     "expected_columns",
     "is_wal_mode",
     "json_depth",
+    "open_for_update",
     "open_readonly",
     "uri_of",
 ]
@@ -283,6 +284,35 @@ def open_readonly(path: str | os.PathLike, *, what: str = "a twinrun trace",
         db.close()
         raise
     return db
+
+
+def open_for_update(path: str | os.PathLike, *, expected: Mapping[str, Sequence[tuple[str, str]]],
+                    what: str = "a twinrun sweep results file", fix: str = "choose another file",
+                    error: type[TwinrunError] = BadTraceError, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open an existing twinrun file to add to it (``sweep -o`` resuming a results file), after the
+    same checks as :func:`open_readonly`: a regular SQLite file whose schema has exactly the
+    ``expected`` tables and columns and nothing that runs -- a trigger would run on every INSERT.
+    The connection has ``trusted_schema=OFF`` and SQLite's limits; the caller owns and closes it."""
+    p = Path(path)
+    _read_header(p, what, fix, error)
+    try:
+        conn = sqlite3.connect(uri_of(p, mode="rw"), uri=True, timeout=timeout, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise error(f"cannot open {p} ({e}); {fix}") from None
+    db = ReadOnlyDB(p, conn, error=error, what=what, fix=fix, copy_dir=None, wal_missing=False)
+    try:
+        for name, value in _LIMITS.items():
+            limit = getattr(sqlite3, name, None)
+            if limit is not None:
+                conn.setlimit(limit, value)
+        conn.execute("PRAGMA trusted_schema=OFF")
+        _check_schema(db)
+        db.require_tables(expected)
+    except BaseException:
+        db.close()
+        raise
+    db._finalizer.detach()   # hand the connection over; the caller closes it
+    return conn
 
 
 def cut_off_message(path: str | os.PathLike) -> str:
