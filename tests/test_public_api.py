@@ -11,7 +11,7 @@ import twinrun
 EXPECTED = [
     "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
     "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
-    "__version__", "compare", "deterministic", "log_metric", "record", "seed_everything",
+    "__version__", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "record", "seed_everything",
 ]
 
 

@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from twinrun import runner  # noqa: E402
-from twinrun.compare import compare  # noqa: E402
-from twinrun.trace import Trace  # noqa: E402
 from helpers import TWINRUN, run_twinrun
+from twinrun import runner
+from twinrun.comparison import diff
+from twinrun.trace import Trace
 
 SCRIPTS = Path(__file__).parent / "scripts"
 CNN = SCRIPTS / "cnn_digits.py"
@@ -71,11 +71,11 @@ def test_one_vs_two_threads_part_at_the_wide_layer_gradient(tmp_path, isa):
     args = ["--seed", "0", "--wide"]
     one = runner.launch(CNN, args, max_steps=2, threads=1, env=env, trace_path=tmp_path / "1.trace")
     two = runner.launch(CNN, args, max_steps=2, threads=2, env=env, trace_path=tmp_path / "2.trace")
-    assert (one.returncode, one.status, two.returncode, two.status) == (0, "stopped", 0, "stopped"), two.stderr
-    c = compare(one.trace_path, two.trace_path)
+    assert (one.exit_code, one.status, two.exit_code, two.status) == (0, "stopped", 0, "stopped"), two.stderr
+    c = diff(one.trace_path, two.trace_path)
     fd = c.first_divergence
-    assert not c.identical and (fd["step"], fd["phase"], fd["name"]) == (0, "grad", "classifier.weight")
-    assert fd["before_identical"] is True
+    assert not c.identical and (fd.step, fd.phase, fd.name) == (0, "grad", "classifier.weight")
+    assert fd.before_identical is True
 
 
 # --- run: stop, kill, fail ------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_script_that_raises_exit_3_with_its_traceback_and_the_trace_kept(tmp_pat
     r = twinrun("run", "-o", out, CNN, "--", "--seed", 0, "--raise-at", 2)
     assert r.returncode == 3
     assert "RuntimeError: boom at step 2" in r.stderr and str(CNN) in r.stderr
-    assert "runpy" not in r.stderr and "twinrun/runner.py" not in r.stderr  # the script's frames only
+    assert "runpy" not in r.stderr and "twinrun/runner" not in r.stderr  # the script's frames only
     t = Trace.open(out)
     assert t.status == "failed" and t.steps() == [0, 1]
 

@@ -57,12 +57,12 @@ def one_line_error(r, code=2):
 
 
 def test_plan_sets_only_the_varied_stream():
-    assert plan(2, vary="all")[1]["env"] == {"TWINRUN_SEED": "1"}
-    assert plan(1, vary="data", base_seed=7)[0]["env"] == {"TWINRUN_SEED": "7", "TWINRUN_SEED_DATA": "0"}
-    assert plan(1, vary="aug-ment")[0]["env"]["TWINRUN_SEED_AUG_MENT"] == "0"
+    assert plan(2, vary="all")[1].env == {"TWINRUN_SEED": "1"}
+    assert plan(1, vary="data", base_seed=7)[0].env == {"TWINRUN_SEED": "7", "TWINRUN_SEED_DATA": "0"}
+    assert plan(1, vary="aug-ment")[0].env["TWINRUN_SEED_AUG_MENT"] == "0"
     arms = plan(3, design="variance")
-    assert [r["arm"] for r in arms] == ["init"] * 3 + ["data"] * 3 + ["none"] * 3
-    assert {json.dumps(r["env"]) for r in arms if r["arm"] == "none"} == {'{"TWINRUN_SEED": "0"}'}
+    assert [r.arm for r in arms] == ["init"] * 3 + ["data"] * 3 + ["none"] * 3
+    assert {json.dumps(r.env) for r in arms if r.arm == "none"} == {'{"TWINRUN_SEED": "0"}'}
 
 
 def test_sweep_records_runs_resumes_and_compares(twinrun_cmd, toy, tmp_path):

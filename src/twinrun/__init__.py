@@ -11,6 +11,7 @@ Public names are loaded on first use, so ``import twinrun`` imports no framework
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from ._errors import (
     BadResultsError,
@@ -31,26 +32,38 @@ _LAZY = {
     "DeterminismReport": "twinrun.determinism",
     "deterministic": "twinrun.determinism",
     "Trace": "twinrun.trace",
-    "record": "twinrun.trace",
-    "Comparison": "twinrun.compare",
-    "compare": "twinrun.compare",
+    "record": "twinrun.recording",
+    "Comparison": "twinrun.comparison",
+    "diff": "twinrun.comparison",
+    "compare_sweeps": "twinrun.sweep",
     "log_metric": "twinrun.metrics",
+    "compare": "twinrun._deprecated",   # renamed diff; goes in 0.3
 }
 
-__all__ = sorted([
+__all__ = [
     "BadResultsError",
     "BadTraceError",
+    "Comparison",
+    "DeterminismReport",
     "FrameworkMissingError",
     "ScriptFailedError",
+    "Seeds",
     "StructuralMismatchError",
+    "Trace",
     "TwinrunError",
     "UsageError",
     "__version__",
-    *_LAZY,
-])
+    "compare",
+    "compare_sweeps",
+    "deterministic",
+    "diff",
+    "log_metric",
+    "record",
+    "seed_everything",
+]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -58,5 +71,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'twinrun' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .frameworks.torch_data import loader_kwargs, worker_rng
-from .frameworks.torch_trace import unwatch, watch
+from .frameworks.torch.data import loader_kwargs, worker_rng
+from .frameworks.torch.tracing import unwatch, watch
 
 __all__ = ["loader_kwargs", "unwatch", "watch", "worker_rng"]

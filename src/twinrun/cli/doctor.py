@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from ._output import console, emit_json, progress
 from ._script import add_script_argument, whole_number
 
 __all__ = ["register"]
 
 
-def register(sub, common) -> None:
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("doctor", parents=[common], help="find why a script does not repeat, by experiment",
                        description="Run SCRIPT twice as you would; when the runs part, change one thing at a "
@@ -30,7 +33,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_doctor)
 
 
-def cmd_doctor(args) -> int:
+def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor import diagnose
 
     d = diagnose(args.script, args.script_args, max_steps=args.max_steps, against=args.against,
@@ -43,7 +46,7 @@ def cmd_doctor(args) -> int:
     return d.exit_code
 
 
-def render(d) -> None:
+def render(d: Any) -> None:
     """The terminal view: the verdict and the fix first, then the evidence."""
     from rich.markup import escape
     from rich.table import Table
@@ -60,7 +63,7 @@ def render(d) -> None:
         t.add_column(col)
     for e in d.evidence:
         fd = e.first_divergence
-        where = "—" if not fd else f"step {fd.get('step')} {fd.get('phase')} {fd.get('name')}"
+        where = "—" if not fd else f"step {fd.step} {fd.phase} {fd.name}"
         ident = "—" if e.identical is None else ("yes" if e.identical else "no")
         t.add_row(escape(e.name), escape(e.changed), str(e.runs), ident, escape(where))
     out.print(t)

@@ -109,7 +109,8 @@ def _show(fp: dict) -> None:
 
 def _isa_summary(flags: list[str]) -> str:
     top = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    more = len([f for f in flags if f.startswith(("avx512", "amx"))]) - len([f for f in top if f.startswith(("avx512", "amx"))])
+    wide = ("avx512", "amx")
+    more = len([f for f in flags if f.startswith(wide)]) - len([f for f in top if f.startswith(wide)])
     return " ".join(top) + (f" (+{more} more AVX-512/AMX)" if more > 0 else "") if top else "-"
 
 
@@ -118,7 +119,8 @@ def _framework_summary(name: str, info: dict) -> str:
         return f"[red]{info['error']}[/red]"
     if name == "torch":
         return (f"{info['version']} capability {info['cpu_capability']}, {info['num_threads']} threads, "
-                f"deterministic {info['deterministic_algorithms']}, matmul precision {info['float32_matmul_precision']}")
+                f"deterministic {info['deterministic_algorithms']}, "
+                f"matmul precision {info['float32_matmul_precision']}")
     if name == "tensorflow":
         return (f"{info['version']} op determinism {info['op_determinism']}, TF32 {info['tensor_float_32']}, "
                 f"intra-op threads {info['intra_op_threads'] or 'default'}")
@@ -173,7 +175,8 @@ def _show_diff(d, a_name: str, b_name: str) -> None:
         c.print(f"[green]no differences[/green] between {escape(a_name)} and {escape(b_name)}")
         return
     counts = d.to_dict()["counts"]
-    lead = ("[red bold]can change numerics[/red bold]" if d.numerics else "[green]nothing that changes numerics[/green]")
+    lead = ("[red bold]can change numerics[/red bold]" if d.numerics
+            else "[green]nothing that changes numerics[/green]")
     c.print(f"{escape(a_name)} vs {escape(b_name)}: {lead}  "
             f"({counts['numerics']} numerics, {counts['possible']} possible, {counts['none']} none)")
     t = Table(show_lines=False)

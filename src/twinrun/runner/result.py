@@ -1,0 +1,41 @@
+"""What one run of a script under twinrun gave: the one result type of ``run``, ``check``, ``doctor``, ``sweep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RunResult"]
+
+
+@dataclass
+class RunResult:
+    """One run: its exit code, its trace and status, how many steps it recorded, how long it took.
+
+    ``status`` is the trace's status (``complete``, ``stopped``, ``diverged``, ``failed``, ``running``
+    for a killed run), ``missing`` when no readable trace was written, ``timeout`` when the run was
+    killed after its time limit. ``divergence`` is the live comparison's first divergence (``--against``);
+    ``reports`` what the child reported through ``twinrun._channel`` (interventions that acted).
+    ``stdout``/``stderr`` are the child's output (a run in a fresh process).
+    """
+
+    exit_code: int
+    trace_path: str
+    status: str
+    steps: int = 0
+    seconds: float = 0.0
+    error: str | None = None              # "ExcType: message" when the script raised
+    stop_reason: str | None = None        # "max-steps" or "diverged"
+    divergence: dict[str, Any] | None = None
+    stdout: str = ""
+    stderr: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def acts(self, kind: str = "intervention") -> list[dict[str, Any]]:
+        """The reports of one kind (default: the interventions that acted), in order."""
+        return [r for r in self.reports if r.get("kind") == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "trace_path": self.trace_path, "status": self.status,
+                "steps": self.steps, "seconds": round(self.seconds, 3), "error": self.error,
+                "stop_reason": self.stop_reason, "divergence": self.divergence, "reports": list(self.reports)}
