@@ -29,7 +29,7 @@ from helpers import TWINRUN
 NP_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
-    from twinrun.trace import active_recorder
+    from twinrun.recording import active_recorder
     rec = active_recorder()
     w = np.arange(8, dtype=np.float32)
     for step in range(3):
@@ -45,7 +45,7 @@ NP_SCRIPT = textwrap.dedent("""
 LOOP_SCRIPT = textwrap.dedent("""
     import time
     import numpy as np
-    from twinrun.trace import active_recorder
+    from twinrun.recording import active_recorder
     rec = active_recorder()
     for step in range(1_000_000):
         rec.event("input", "x", np.full((4, 3), step, np.float32), per_sample=True)
@@ -106,7 +106,8 @@ class Result:
 
     def __str__(self) -> str:
         return (f"twinrun {' '.join(self.args)} -> {self.returncode} in {self.seconds:.1f}s, "
-                f"peak {self.max_rss_mb:.0f} MB (inherited {self.baseline_mb:.0f})\nstdout: {self.stdout[-1500:]}\nstderr: {self.stderr[-3000:]}")
+                f"peak {self.max_rss_mb:.0f} MB (inherited {self.baseline_mb:.0f})\n"
+                f"stdout: {self.stdout[-1500:]}\nstderr: {self.stderr[-3000:]}")
 
 
 def _limits(memory: int | None, drop_dac: bool):
@@ -153,7 +154,7 @@ def twinrun(*args, cwd: str | os.PathLike | None = None, env: dict | None = None
         proc = subprocess.Popen([*TWINRUN, *argv], cwd=cwd, env={**os.environ, **(env or {})},
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                 # the limits must be set in the child; tests start processes from one thread
-                                preexec_fn=_limits(memory, drop_dac))  # noqa: PLW1509
+                                preexec_fn=_limits(memory, drop_dac))
         rc: int | None = None
         rss = 0.0
         deadline = t0 + timeout

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hardening_support import (
     copy,
     killed_trace,
@@ -25,7 +26,6 @@ from hardening_support import (
     sha,
     siblings,
 )
-
 from twinrun._artifacts import (
     Kind,
     atomic_write,
@@ -114,7 +114,7 @@ def test_check_target_allows_a_new_path_an_empty_file_and_the_same_kind(made, tm
 def test_check_target_refuses_a_users_file_and_leaves_it_alone(tmp_path, content):
     p = tmp_path / "notes.trace"
     p.write_bytes(content)
-    with pytest.raises(UsageError, match="exists and is not a twinrun trace.*delete the file yourself"):
+    with pytest.raises(UsageError, match=r"exists and is not a twinrun trace.*delete the file yourself"):
         check_target(p, Kind.TRACE)
     assert p.read_bytes() == content
     assert siblings(p) == []

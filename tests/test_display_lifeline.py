@@ -103,7 +103,8 @@ def test_without_the_lifeline_the_child_outlives_its_parent():
 
 @pytestmark_linux
 def test_the_lifeline_runs_the_command_with_its_arguments_and_exit_code():
-    r = subprocess.run(lifeline_argv([sys.executable, "-c", "import sys; print(sys.argv[1:]); sys.exit(7)", "a b", "-x"]),
+    code = "import sys; print(sys.argv[1:]); sys.exit(7)"
+    r = subprocess.run(lifeline_argv([sys.executable, "-c", code, "a b", "-x"]),
                        capture_output=True, text=True, check=False)
     assert r.returncode == 7 and r.stdout.strip() == "['a b', '-x']"
     r = subprocess.run(lifeline_argv(["/no/such/program"]), capture_output=True, text=True, check=False)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hardening_support import (
     DEEP,
     NP_SCRIPT,
@@ -75,7 +76,7 @@ def _no_control(text: str) -> None:
 ESC_SCRIPT = textwrap.dedent(f"""
     import os
     import numpy as np
-    from twinrun.trace import active_recorder
+    from twinrun.recording import active_recorder
     rec = active_recorder()
     for step in range(2):
         # differs on every run: the first divergence is at this name

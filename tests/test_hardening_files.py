@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from hardening_support import (
     NP_SCRIPT,
     TOY_SCRIPT,

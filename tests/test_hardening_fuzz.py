@@ -24,6 +24,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
 from hardening_support import (
     DEEP,
     NP_SCRIPT,
@@ -44,8 +47,6 @@ from hardening_support import (
     view_trace,
     write_script,
 )
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

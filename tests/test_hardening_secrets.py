@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from hardening_support import NP_SCRIPT, TOY_SCRIPT, assert_clean, twinrun, write_script
 
 pytestmark = pytest.mark.timeout(300)

@@ -164,7 +164,8 @@ def test_real_numerics_variables_pass_unchanged():
     assert redact_env(REAL_ENV) == REAL_ENV
 
 
-numeric_value = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=False, allow_infinity=False).map(str),
+numeric_value = st.one_of(st.integers(-10**6, 10**6).map(str),
+                          st.floats(allow_nan=False, allow_infinity=False).map(str),
                           st.from_regex(r"(/[a-z_.]{1,12}){1,5}", fullmatch=True),
                           st.from_regex(r"(--xla_[a-z_]{3,30}=(true|false|[0-9]{1,4}|AVX2|AVX512) ?){1,4}",
                                         fullmatch=True),

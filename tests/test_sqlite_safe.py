@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from hardening_support import (
     DEEP,
     can_drop_file_capabilities,
@@ -27,7 +28,6 @@ from hardening_support import (
     trigger_trace,
     view_trace,
 )
-
 from twinrun._errors import BadResultsError, BadTraceError
 from twinrun._sqlite import (
     cut_off_message,
@@ -108,7 +108,8 @@ def test_a_killed_trace_is_read_from_a_private_copy_and_left_byte_identical(tmp_
     assert status == [("running",)]
     assert [sha(f) for f in files] == before
     assert siblings(p) == ["-wal", "-shm"]
-    leftovers = [d for d in os.listdir(os.environ.get("TMPDIR", "/tmp")) if d.startswith(f"twinrun-read-{os.getpid()}-")]
+    tmp = os.environ.get("TMPDIR", "/tmp")
+    leftovers = [d for d in os.listdir(tmp) if d.startswith(f"twinrun-read-{os.getpid()}-")]
     assert leftovers == [], "the private copy is removed on close"
 
 
@@ -186,7 +187,8 @@ def test_views_triggers_and_explicit_indexes_are_refused(good, tmp_path, make, w
 
 
 def test_a_stored_generated_column_is_refused(tmp_path):
-    p = _db(tmp_path / "s.db", "CREATE TABLE meta (key TEXT, value TEXT, v2 TEXT GENERATED ALWAYS AS (upper(value)) STORED)")
+    p = _db(tmp_path / "s.db",
+            "CREATE TABLE meta (key TEXT, value TEXT, v2 TEXT GENERATED ALWAYS AS (upper(value)) STORED)")
     with pytest.raises(BadTraceError, match="generated column"):
         open_readonly(p)
 
@@ -200,7 +202,7 @@ def test_a_virtual_table_is_refused(tmp_path):
         pytest.skip("this SQLite has no fts5")
     con.commit()
     con.close()
-    with pytest.raises(BadTraceError, match="virtual|unusual"):
+    with pytest.raises(BadTraceError, match=r"virtual|unusual"):
         open_readonly(p)
 
 
@@ -228,7 +230,7 @@ def test_require_tables_accepts_the_real_schema_and_names_each_difference(good, 
     with open_readonly(good, expected=trace_tables) as db:
         assert set(db.tables()) == {"meta", "steps", "events"}
     extra = edit(copy(good, tmp_path / "extra.trace"), "CREATE TABLE notes (a)")
-    with pytest.raises(BadTraceError, match="table 'notes'.*newer twinrun"):
+    with pytest.raises(BadTraceError, match=r"table 'notes'.*newer twinrun"):
         open_readonly(extra, expected=trace_tables)
     missing = edit(copy(good, tmp_path / "missing.trace"), "DROP TABLE steps")
     with pytest.raises(BadTraceError, match="no table 'steps'"):
@@ -252,7 +254,7 @@ def _finishes(fn, seconds: float = 10.0):
     def target():
         try:
             box["value"] = fn()
-        except BaseException as e:   # noqa: BLE001 - handed to the test
+        except BaseException as e:
             box["error"] = e
 
     t = threading.Thread(target=target, daemon=True)
@@ -353,7 +355,7 @@ def test_expect_type_names_the_sqlite_type():
     assert expect_type(3, int, what="a step", path="x") == 3
     assert expect_type(None, (bytes, type(None)), what="a value", path="x") is None
     for value in ("3", 3.0, b"3", None, True):
-        with pytest.raises(BadTraceError, match="a step is .*not integer"):
+        with pytest.raises(BadTraceError, match=r"a step is .*not integer"):
             expect_type(value, int, what="a step", path="x")
 
 

@@ -30,7 +30,7 @@ Writing:
 >>> check_target(notes, Kind.TRACE)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-twinrun._errors.UsageError: -o .../notes.txt exists and is not a twinrun trace: writing there would destroy it; choose another path (or delete the file yourself if you mean to replace it)
+twinrun._errors.UsageError: -o .../notes.txt exists and is not a twinrun trace: writing there would destroy it; ...
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def _identify_sqlite(p: Path) -> Kind | None:
             if rows.get("format") == "twinrun-trace":
                 return Kind.TRACE
             schema = rows.get("schema")
-            if isinstance(schema, str) and decode_json(schema, what="schema", path=p, error=UsageError) == "twinrun-sweep":
+            if isinstance(schema, str) and decode_json(schema, what="schema", path=p,
+                                                       error=UsageError) == "twinrun-sweep":
                 return Kind.RESULTS
     except (TwinrunError, ValueError, TypeError):
         return None

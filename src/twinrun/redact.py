@@ -1,9 +1,9 @@
 """Redacting secrets by value as well as by name, before anything is stored or shown.
 
-twinrun stores a run's command line and allow-listed environment variables (``OMP_*``, ``XLA_FLAGS``,
+twinrun stores a run's command line and allow-listed environment variables (``OMP_*``, XLA's flags,
 ``TF_CONFIG``, ``JAX_COORDINATOR_ADDRESS``, ...) in traces, results files, ``env`` output and
 messages. A variable's *name* can be harmless while its *value* carries a credential
-(``JAX_COORDINATOR_ADDRESS=http://u:PASS@host``, ``XLA_FLAGS=--token=...``, a ``TF_CONFIG`` with a
+(``JAX_COORDINATOR_ADDRESS=http://u:PASS@host``, XLA's flags with ``--token=...``, a ``TF_CONFIG`` with a
 password, a signed URL), and a script's arguments often do (``-- --api-key sk-...``). Every value
 goes through these functions first:
 
@@ -38,7 +38,7 @@ is ``password``, ``passwd``, ``passphrase``, ``secret``, ``token``, ``apikey``, 
 last word is ``key`` (``api_key``, ``--secret-key``, ``private_key``; also ``--sort-key``: redacting a
 harmless value loses a detail, missing a secret leaks it), or it is exactly ``pass``/``pwd``. Words
 merely containing these (``tokenizer``, ``max_tokens``, ``xla_dump_hlo_pass_re``, ``author``) do not
-count, so numerics settings (``OMP_NUM_THREADS=2``, ``XLA_FLAGS=--xla_cpu_max_isa=AVX2``, paths) pass
+count, so numerics settings (``OMP_NUM_THREADS=2``, ``--xla_cpu_max_isa=AVX2``, paths) pass
 unchanged.
 
 >>> redact_argv(["train.py", "--api-key", "sk-abcdefghijklmnopqrstuvwx", "--lr=0.1"])
@@ -109,7 +109,7 @@ _QUERY = re.compile(r"(?=[?&;](?P<name>[A-Za-z0-9_.\-]{1,64})=(?P<val>[^&#\s\"'<
 # "name": "value" (JSON-ish text that did not parse as JSON, e.g. inside a longer message).
 _JSON_PAIR = re.compile(r"(?=\"(?P<name>[A-Za-z0-9_.\- ]{1,64})\"\s*:\s*"
                         r"(?P<val>\"(?:[^\"\\]|\\.)*\"|[^\s,{}\[\]\"]+))")
-# --name=value and --name value (one or two dashes; in free text and within XLA_FLAGS-like values).
+# --name=value and --name value (one or two dashes; in free text and within flag-list values such as XLA's).
 _FLAG = re.compile(r"(?<![\w-])(?=--?(?P<name>[A-Za-z][A-Za-z0-9_.\-]{0,63})(?:=|[ \t]+(?!-))"
                    r"(?P<val>\"[^\"]*\"|'[^']*'|[^\s\"']+))")
 # name=value and name: value (not after a dash: flags are handled above).
@@ -265,8 +265,8 @@ def redact_json(obj: Any, *, _depth: int = 0) -> Any:
     strings by :func:`redact_text`; a string that is itself JSON (``TF_CONFIG`` inside an ``env``
     section) key by key. Nesting deeper than 200 levels is replaced, not walked.
 
-    >>> redact_json({"env": {"XLA_FLAGS": "--token=abc --xla_cpu_max_isa=AVX2"}, "args": ["--api-key", "k"]})
-    {'env': {'XLA_FLAGS': '--token=<redacted> --xla_cpu_max_isa=AVX2'}, 'args': ['--api-key', '<redacted>']}
+    >>> redact_json({"env": {"MY_FLAGS": "--token=abc --xla_cpu_max_isa=AVX2"}, "args": ["--api-key", "k"]})
+    {'env': {'MY_FLAGS': '--token=<redacted> --xla_cpu_max_isa=AVX2'}, 'args': ['--api-key', '<redacted>']}
     """
     if _depth > _MAX_DEPTH:
         return REDACTED
