@@ -218,7 +218,6 @@ def test_check_against_a_trace_inside_keep_traces_is_refused(tmp_path, np_script
 
 # --- paths reach SQLite as paths ---------------------------------------------------------------------------
 
-@xfail("compare opens results files through an unescaped SQLite URI")
 def test_compare_reads_the_file_named_with_a_percent(tmp_path, made):
     mine = copy(made["results"], tmp_path / "x%41.db")
     decoy = copy(made["results"], tmp_path / "xA.db")
@@ -232,7 +231,6 @@ def test_compare_reads_the_file_named_with_a_percent(tmp_path, made):
     assert siblings(mine) == []
 
 
-@xfail("compare opens results files through an unescaped SQLite URI")
 def test_compare_with_a_hash_in_the_name_creates_nothing(tmp_path, made):
     out = tmp_path / "out"
     out.mkdir()
@@ -263,7 +261,6 @@ def test_reading_a_finished_trace_or_results_file_changes_nothing(tmp_path, np_s
     assert siblings(t) == [] and siblings(db) == []
 
 
-@xfail("reading changes the file (diff merges and deletes a killed trace's -wal/-shm)")
 @pytest.mark.parametrize("command", ["diff", "check", "doctor"])
 def test_reading_a_killed_trace_leaves_it_and_its_log_byte_identical(tmp_path, np_script, made, command):
     k = killed_trace(tmp_path)
@@ -280,7 +277,6 @@ def test_reading_a_killed_trace_leaves_it_and_its_log_byte_identical(tmp_path, n
     assert [sha(f) for f in files] == before
 
 
-@xfail("a trace copied without its -wal is not reported as cut off")
 def test_a_trace_copied_without_its_wal_is_reported_as_cut_off(tmp_path, made):
     k = killed_trace(tmp_path)
     alone = tmp_path / "copied"

@@ -12,6 +12,7 @@ rerunning the same command skips the runs already recorded. Reading never runs a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,7 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._decode import decode_json, expect_type
+from .._display import shown
 from .._errors import BadResultsError
+from .._sqlite import ReadOnlyDB, expected_columns, open_readonly
 from .run import SweepRun
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Results"]
@@ -41,6 +45,20 @@ CREATE TABLE IF NOT EXISTS metrics (
 """
 
 
+_MAKE = "make one with: twinrun sweep SCRIPT -o FILE"
+_AGAIN = "rerun the sweep into a new file"
+_NONFINITE = ("nan", "inf", "-inf")
+# The meta keys sweep and compare rely on, and their JSON types.
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "design": str, "vary": (str, type(None)), "base_seed": (int, type(None)), "state": str, "env": dict,
+    "created": (int, float), "twinrun_version": str, "args_sha256": str}
+
+
+@functools.cache
+def _expected() -> dict[str, list[tuple[str, str]]]:
+    return expected_columns(_DDL)
+
+
 def _enc(v: float) -> tuple[float | None, str | None]:
     return (v, None) if math.isfinite(v) else (None, str(v))
 
@@ -49,39 +67,59 @@ class Results:
     """A sweep results file. ``Results.open(path)`` reads one (read-only); ``Results.create`` starts
     or resumes one for a given script identity and design."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, Any]):
+    def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, Any], *,
+                 reader: ReadOnlyDB | None = None):
         self.path, self._conn, self.meta = path, conn, meta
+        self._reader = reader
         self._cache: dict[bool, list[SweepRun]] = {}   # runs(), read once per file state
 
     # opening --------------------------------------------------------------------------------
     @staticmethod
-    def _read_meta(path: Path, conn: sqlite3.Connection) -> dict:
-        try:
-            rows = conn.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.DatabaseError:
-            raise BadResultsError(f"{path} is not a twinrun sweep results file (make one with: twinrun sweep "
-                                  "SCRIPT -o FILE)") from None
-        meta = {k: json.loads(v) for k, v in rows}
+    def _read_meta(path: Path, rows: list[tuple]) -> dict:
+        """The meta table, each value decoded with bounds and the keys sweep relies on type-checked."""
+        raw = {k: v for k, v in rows if isinstance(k, str)}
+        if raw.get("format") == '"twinrun-trace"' or raw.get("format") == "twinrun-trace":
+            raise BadResultsError(f"{path} is a twinrun trace, not a sweep results file: compare traces with "
+                                  f"twinrun diff {path} OTHER.trace")
+        if "schema" not in raw:
+            raise BadResultsError(f"{path} is not a twinrun sweep results file ({_MAKE})")
+        meta = {}
+        for k, v in rows:
+            if not isinstance(k, str):
+                raise BadResultsError(f"{path} is corrupt: its meta table has a key that is not text; {_AGAIN}")
+            meta[k] = decode_json(v, what=f"meta {shown(k, 40)!r}", path=path, error=BadResultsError, fix=_AGAIN)
         if meta.get("schema") != SCHEMA:
-            raise BadResultsError(f"{path} is not a twinrun sweep results file (make one with: twinrun sweep "
-                                  "SCRIPT -o FILE)")
+            raise BadResultsError(f"{path} is not a twinrun sweep results file ({_MAKE})")
         if meta.get("schema_version") != SCHEMA_VERSION:
-            raise BadResultsError(f"{path} is a sweep results file of schema version {meta.get('schema_version')}; "
-                                  f"this twinrun reads version {SCHEMA_VERSION}: use the matching twinrun version "
-                                  "or rerun the sweep into a new file")
+            raise BadResultsError(f"{path} is a sweep results file of schema version "
+                                  f"{shown(meta.get('schema_version'), 40)}; this twinrun reads version "
+                                  f"{SCHEMA_VERSION}: use the matching twinrun version or rerun the sweep into a "
+                                  "new file")
+        for key, types in _META_TYPES.items():
+            if key in meta and not (isinstance(meta[key], types) and not isinstance(meta[key], bool)):
+                raise BadResultsError(f"{path} is corrupt: meta {key!r} is a {type(meta[key]).__name__}; {_AGAIN}")
+        if not isinstance(meta.get("script"), str) or not isinstance(meta.get("script_sha256"), str):
+            raise BadResultsError(f"{path} is corrupt: it does not name its script; {_AGAIN}")
+        if not isinstance(meta.get("args"), list) or not all(isinstance(a, str) for a in meta["args"]):
+            raise BadResultsError(f"{path} is corrupt: meta 'args' is not a list of strings; {_AGAIN}")
         return meta
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> Results:
-        """Open an existing results file for reading; never runs anything from it."""
+        """Open an existing results file for reading: nothing stored in it runs and nothing on disk
+        changes (``twinrun._sqlite.open_readonly``), and every value read is checked."""
         path = Path(path)
-        if not path.is_file():
-            raise BadResultsError(f"{path} does not exist; make it with: twinrun sweep SCRIPT -o {path}")
+        db = open_readonly(path, what="a twinrun sweep results file", fix=_MAKE, error=BadResultsError)
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        except sqlite3.DatabaseError as e:
-            raise BadResultsError(f"{path} cannot be opened as SQLite ({e})") from None
-        return cls(path, conn, cls._read_meta(path, conn))
+            meta_cols = db.tables().get("meta")
+            if meta_cols is None or [c for c, _ in meta_cols] != ["key", "value"]:
+                raise BadResultsError(f"{path} is an SQLite file but not a twinrun sweep results file ({_MAKE})")
+            meta = cls._read_meta(path, db.query("SELECT key, value FROM meta"))
+            db.require_tables(_expected())
+            return cls(path, db.conn, meta, reader=db)
+        except BaseException:
+            db.close()
+            raise
 
     @classmethod
     def create(cls, path: str | os.PathLike, identity: dict, design: dict, env: Callable[[], dict]) -> Results:
@@ -100,7 +138,7 @@ class Results:
                 conn.executescript(_DDL)
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             return cls(path, conn, meta)
-        meta = cls._read_meta(path, conn)
+        meta = cls._read_meta(path, conn.execute("SELECT key, value FROM meta").fetchall())
         if meta["script"] != identity["script"]:
             raise BadResultsError(f"{path} holds a sweep of {meta['script']}, not {identity['script']}: "
                                   "use another -o file for this script")
@@ -118,7 +156,10 @@ class Results:
         return cls(path, conn, meta)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._reader is not None:
+            self._reader.close()
+        else:
+            self._conn.close()
 
     def __enter__(self):
         return self
@@ -148,9 +189,22 @@ class Results:
         self.meta["state"] = state
 
     # reading --------------------------------------------------------------------------------
+    def _query(self, sql: str) -> list[tuple]:
+        if self._reader is not None:
+            return self._reader.query(sql)
+        try:
+            return self._conn.execute(sql).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise BadResultsError(f"{self.path} is truncated or corrupt ({e}); {_AGAIN}") from None
+
     def done(self) -> dict[tuple[str, int], str]:
         """``{(arm, idx): status}`` of every recorded run."""
-        return {(a, i): s for a, i, s in self._conn.execute("SELECT arm, idx, status FROM runs")}
+        out = {}
+        for a, i, s in self._query("SELECT arm, idx, status FROM runs"):
+            self._expect(a, str, "an arm")
+            self._expect(i, int, "a run index")
+            out[(a, i)] = self._expect(s, str, "a run's status")
+        return out
 
     def runs(self, *, series: bool = False) -> list[SweepRun]:
         """Every recorded run with its metrics (and series when asked); read once, then cached."""
@@ -158,26 +212,61 @@ class Results:
             self._cache[series] = self._read_runs(series)
         return self._cache[series]
 
+    def _expect(self, value: Any, types: type | tuple[type, ...], what: str) -> Any:
+        return expect_type(value, types, what=what, path=self.path, error=BadResultsError, fix=_AGAIN)
+
     def _read_runs(self, series: bool) -> list[SweepRun]:
         out = {}
-        for a, i, seed, env, status, rc, err, dur, host, _ in self._conn.execute(
-                "SELECT * FROM runs ORDER BY arm, idx"):
-            out[(a, i)] = SweepRun(a, i, seed, json.loads(env), status, rc, err, dur, host)
+        for a, i, seed, env, status, rc, err, dur, host, _ in self._query("SELECT * FROM runs ORDER BY arm, idx"):
+            where = f"run {shown(a, 40)}/{i}"
+            env = decode_json(env, what=f"the seed variables of {where}", path=self.path, error=BadResultsError,
+                              fix=_AGAIN, types=(dict,))
+            if not all(isinstance(v, str) for v in env.values()):
+                raise BadResultsError(f"{self.path} is corrupt: the seed variables of {where} are not text; {_AGAIN}")
+            out[(a, i)] = SweepRun(
+                self._expect(a, str, "an arm"), self._expect(i, int, "a run index"),
+                self._expect(seed, (int, type(None)), f"the seed of {where}"), env,
+                self._expect(status, str, f"the status of {where}"),
+                self._expect(rc, (int, type(None)), f"the exit code of {where}"),
+                self._expect(err, (str, type(None)), f"the error of {where}"),
+                float(self._expect(dur, (int, float), f"the duration of {where}")),
+                self._expect(host, (str, type(None)), f"the host of {where}"))
         cols = "arm, idx, name, value, nonfinite" + (", series" if series else "")
-        for row in self._conn.execute(f"SELECT {cols} FROM metrics ORDER BY arm, idx, name"):
+        for row in self._query(f"SELECT {cols} FROM metrics ORDER BY arm, idx, name"):
             r = out.get((row[0], row[1]))
             if r is None:
                 continue
-            r.metrics[row[2]] = float(row[4]) if row[4] is not None else row[3]
+            name = self._expect(row[2], str, "a metric name")
+            r.metrics[name] = self._metric_value(row[3], row[4], f"{shown(name, 40)!r} of run {r.arm}/{r.idx}")
             if series:
-                r.series[row[2]] = [(s, float(v)) for s, v in json.loads(row[5])]
+                r.series[name] = self._series(row[5], f"the series of {shown(name, 40)!r} of run {r.arm}/{r.idx}")
         return list(out.values())
 
+    def _metric_value(self, value: Any, nonfinite: Any, what: str) -> float:
+        if nonfinite is not None:
+            if nonfinite not in _NONFINITE:
+                raise BadResultsError(f"{self.path} is corrupt: metric {what} is marked {shown(nonfinite, 20)!r}, not "
+                                      f"nan or inf; {_AGAIN}")
+            return float(nonfinite)
+        return float(self._expect(value, (int, float), f"metric {what}"))
+
+    def _series(self, raw: Any, what: str) -> list[tuple[int | None, float]]:
+        items = decode_json(raw, what=what, path=self.path, error=BadResultsError, fix=_AGAIN, types=(list,))
+        out: list[tuple[int | None, float]] = []
+        for item in items:
+            ok = isinstance(item, list) and len(item) == 2 and (item[0] is None or type(item[0]) is int)
+            v = item[1] if ok else None
+            if not ok or not ((isinstance(v, (int, float)) and not isinstance(v, bool)) or v in _NONFINITE):
+                raise BadResultsError(f"{self.path} is corrupt: {what} is not a list of [step, value]; {_AGAIN}")
+            out.append((item[0], float(v)))
+        return out
+
     def metric_names(self) -> list[str]:
-        return [n for (n,) in self._conn.execute("SELECT DISTINCT name FROM metrics ORDER BY name")]
+        return [self._expect(n, str, "a metric name") for (n,) in
+                self._query("SELECT DISTINCT name FROM metrics ORDER BY name")]
 
     def arms(self) -> list[str]:
-        return [a for (a,) in self._conn.execute("SELECT DISTINCT arm FROM runs ORDER BY arm")]
+        return [self._expect(a, str, "an arm") for (a,) in self._query("SELECT DISTINCT arm FROM runs ORDER BY arm")]
 
 
 def _version() -> str:
