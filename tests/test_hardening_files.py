@@ -56,7 +56,6 @@ def _untouched(path: Path, digest: str) -> None:
 
 # --- -o refuses what is not a twinrun artefact of the same kind ------------------------------------------
 
-@xfail("-o deletes whatever is at the path")
 @pytest.mark.parametrize("content", [b"my notes, not a trace\n", b"\x00\x01binary\xff", b'{"a": 1}\n'])
 def test_run_o_refuses_a_users_file(tmp_path, np_script, content):
     target = tmp_path / "notes.txt"
@@ -68,7 +67,6 @@ def test_run_o_refuses_a_users_file(tmp_path, np_script, content):
     _untouched(target, digest)
 
 
-@xfail("-o deletes whatever is at the path (the script itself)")
 def test_run_o_onto_the_script_itself_is_refused(tmp_path, np_script):
     v = copy(np_script, tmp_path / "v.py")
     digest = sha(v)
@@ -78,7 +76,6 @@ def test_run_o_onto_the_script_itself_is_refused(tmp_path, np_script):
     _untouched(v, digest)
 
 
-@xfail("-o deletes whatever is at the path (a FIFO)")
 def test_run_o_onto_a_fifo_is_refused(tmp_path, np_script):
     fifo = tmp_path / "pipe.trace"
     os.mkfifo(fifo)
@@ -88,7 +85,6 @@ def test_run_o_onto_a_fifo_is_refused(tmp_path, np_script):
     assert siblings(fifo) == []
 
 
-@xfail("-o deletes whatever is at the path (a device node)")
 def test_run_o_onto_a_device_node_is_refused(tmp_path, np_script):
     dev = tmp_path / "null.trace"
     try:
@@ -100,7 +96,6 @@ def test_run_o_onto_a_device_node_is_refused(tmp_path, np_script):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
 
 
-@xfail("-o replaces another kind of twinrun artefact")
 @pytest.mark.parametrize("kind", ["results", "env"])
 def test_run_o_refuses_another_kind_of_artefact(tmp_path, np_script, made, kind):
     target = copy(made[kind], tmp_path / f"{kind}.trace")
@@ -127,7 +122,6 @@ def test_run_o_replaces_a_killed_trace_and_its_log(tmp_path, np_script):
     assert_clean(twinrun("diff", target, target, cwd=tmp_path), (0,))
 
 
-@xfail("check --keep-traces overwrites a user's D/run-1.trace")
 def test_check_keep_traces_never_overwrites_a_users_file(tmp_path, np_script):
     kept = tmp_path / "kept"
     kept.mkdir()
@@ -149,7 +143,6 @@ def test_check_keep_traces_replaces_its_own_traces(tmp_path, np_script, made):
     assert sorted(os.listdir(kept)) == ["run-1.trace", "run-2.trace"]
 
 
-@xfail("env -o overwrites a script with JSON")
 @pytest.mark.parametrize("name, content", [("s.py", "print('train')\n"), ("package.json", '{"name": "x"}\n')])
 def test_env_o_refuses_a_users_file(tmp_path, name, content):
     target = tmp_path / name
@@ -168,7 +161,7 @@ def test_env_o_replaces_an_env_fingerprint(tmp_path, made):
     assert [f for f in os.listdir(tmp_path) if f != "env.json"] == []
 
 
-@pytest.mark.parametrize("kind", ["text", pytest.param("trace", marks=xfail("sweep -o on a trace: internal error"))])
+@pytest.mark.parametrize("kind", ["text", "trace"])
 def test_sweep_o_refuses_a_file_that_is_not_a_results_file(tmp_path, made, kind):
     toy = write_script(tmp_path, "toy.py", TOY_SCRIPT)
     target = tmp_path / "r.db"
@@ -184,7 +177,6 @@ def test_sweep_o_refuses_a_file_that_is_not_a_results_file(tmp_path, made, kind)
 
 # --- never onto the reference --------------------------------------------------------------------------------
 
-@xfail("writing onto the --against reference")
 def test_run_against_r_o_r_is_refused(tmp_path, np_script, made):
     ref = copy(made["trace"], tmp_path / "R.trace")
     digest = sha(ref)
@@ -194,7 +186,6 @@ def test_run_against_r_o_r_is_refused(tmp_path, np_script, made):
     _untouched(ref, digest)
 
 
-@xfail("writing onto the --against reference")
 def test_run_against_r_o_r_under_another_spelling_is_refused(tmp_path, np_script, made):
     ref = copy(made["trace"], tmp_path / "R.trace")
     (tmp_path / "sub").mkdir()
@@ -204,7 +195,6 @@ def test_run_against_r_o_r_under_another_spelling_is_refused(tmp_path, np_script
     _untouched(ref, digest)
 
 
-@xfail("writing onto the --against reference (check --keep-traces)")
 def test_check_against_a_trace_inside_keep_traces_is_refused(tmp_path, np_script, made):
     kept = tmp_path / "kt"
     kept.mkdir()

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -267,18 +267,23 @@ def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 @contextlib.contextmanager
 def record(path: str | os.PathLike[str], *, header: dict[str, Any] | None = None,
            value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
-           options: RecordOptions | None = None, **option_values: Any) -> Iterator[Recorder]:
+           options: RecordOptions | None = None,
+           protected: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+           **option_values: Any) -> Iterator[Recorder]:
     """Record everything the program computes inside the block into the trace at ``path``.
 
     Hooks the frameworks already imported and those imported inside the block. ``max_steps`` and
     ``against`` end the block early and cleanly (``StopRun`` is caught here). The other options
-    are ``Recorder``'s. Yields the Recorder.
+    are ``Recorder``'s. Yields the Recorder. ``path`` must be new, empty or a trace (never another
+    file, the ``against`` reference or a ``protected`` ``(label, path)``: a one-line ``UsageError``).
 
     >>> with record("run.trace", max_steps=50):      # doctest: +SKIP
     ...     train()
     """
     reference, options = _reference_and_options(options, option_values)   # bad options: before the file
-    writer = TraceWriter(path, build_header(header), value_threshold=value_threshold, value_budget=value_budget)
+    keep = [*protected, ("the --against reference", reference.path if reference else options.against)]
+    writer = TraceWriter(path, build_header(header), value_threshold=value_threshold, value_budget=value_budget,
+                         protected=keep)
     try:
         recorder = Recorder(writer, options, against=reference) if reference else Recorder(writer, options)
     except BaseException:

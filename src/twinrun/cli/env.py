@@ -37,11 +37,10 @@ def _capture(args) -> int:
         fw.get(name)
     fp = env.capture()
     if args.output:
-        path = Path(args.output)
-        try:
-            path.write_text(json.dumps(to_jsonable(fp), indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror}; choose a writable path for -o") from None
+        from .._artifacts import Kind, write_text
+
+        # only onto nothing, an empty file or a fingerprint; through a temporary name renamed into place
+        path = write_text(args.output, json.dumps(to_jsonable(fp), indent=2) + "\n", Kind.ENV)
         progress(args, f"wrote {path}")
     if args.json:
         emit_json(fp)

@@ -87,10 +87,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
 
     if args.keep_traces:
-        folder = Path(args.keep_traces)
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"--keep-traces {args.keep_traces!r} is a file; give a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _keep_folder(args.keep_traces, 1 if against else runs, options)
         keep = True
     else:
         folder = Path(tempfile.mkdtemp(prefix="twinrun-check-"))
@@ -148,6 +145,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_folder(text: str, runs: int, options: RunOptions) -> Path:
+    """The --keep-traces folder, made if need be, after checking that no run-N.trace in it is a user's
+    file or the --against reference (one line, exit 2, before any run)."""
+    from .._artifacts import Kind, check_target
+
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--keep-traces {text!r} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--keep-traces {text!r}: cannot make that folder ({e.strerror}); give a folder you "
+                         "can write in") from None
+    protected = [("the --against reference", options.record.against), ("the script", options.script)]
+    for i in range(1, runs + 1):
+        check_target(folder / f"run-{i}.trace", Kind.TRACE, protected=protected, option="--keep-traces")
+    return folder
 
 
 def _run_info(r: RunResult) -> dict[str, Any]:

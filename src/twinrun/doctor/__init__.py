@@ -60,7 +60,11 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     workdir = str(keep) if keep else tempfile.mkdtemp(prefix="twinrun-doctor-")
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--keep-traces {workdir}: cannot make that folder ({e.strerror}); give a folder "
+                         "you can write in") from None
     runner = ExperimentRunner(options, workdir, parallel or PARALLEL, timeout, say)
     path = Path(options.script)
     try:

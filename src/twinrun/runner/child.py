@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .._artifacts import Kind, check_target
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
 from ..options import RunOptions
 from .result import RunResult
@@ -51,6 +52,8 @@ def run_script(options: RunOptions) -> RunResult:
     if options.record.against is not None:
         open_reference(options.record.against).close()   # a bad reference: one line, before the script
     trace_path = options.output or default_trace_path()
+    # Only onto nothing, an empty file or a trace; never the script or the reference (one line, exit 2).
+    check_target(trace_path, Kind.TRACE, protected=_protected(options))
 
     if options.seed is not None:
         from ..seeding import seed_everything
@@ -71,7 +74,8 @@ def run_script(options: RunOptions) -> RunResult:
                               "script_args": list(options.args)}
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
     try:
-        with recording.record(trace_path, header=header, options=options.record) as recorder:
+        with recording.record(trace_path, header=header, options=options.record,
+                              protected=_protected(options)) as recorder:
             sys.argv = [str(path), *options.args]
             if sys.path:
                 sys.path[0] = str(path.parent)
@@ -105,6 +109,10 @@ def run_script(options: RunOptions) -> RunResult:
             sys.path[0] = old_path0
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _protected(options: RunOptions) -> list[tuple[str, str | None]]:
+    return [("the script", options.script), ("the --against reference", options.record.against)]
 
 
 def open_reference(against: str | os.PathLike[str]) -> Any:

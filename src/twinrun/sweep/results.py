@@ -22,10 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._artifacts import Kind, check_target
 from .._decode import decode_json, expect_type
 from .._display import shown
 from .._errors import BadResultsError
-from .._sqlite import ReadOnlyDB, expected_columns, open_readonly
+from .._sqlite import ReadOnlyDB, expected_columns, open_for_update, open_readonly
 from .run import SweepRun
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Results"]
@@ -123,22 +124,37 @@ class Results:
 
     @classmethod
     def create(cls, path: str | os.PathLike, identity: dict, design: dict, env: Callable[[], dict]) -> Results:
-        """Start ``path``, or resume it when it holds a sweep of the same script, arguments and design."""
-        path = Path(path)
+        """Start ``path``, or resume it when it holds a sweep of the same script, arguments and design.
+
+        Only a missing path, an empty file or a results file is written (anything else, the script
+        itself included, is a one-line ``UsageError``); an existing one is opened after its schema is
+        checked (a trigger in it would run on every insert)."""
+        path = check_target(path, Kind.RESULTS, protected=[("the script", identity.get("script"))])
         fresh = not path.exists() or path.stat().st_size == 0
-        try:
-            conn = sqlite3.connect(path, timeout=30)
-            conn.execute("SELECT 1 FROM sqlite_master").fetchall()
-        except sqlite3.DatabaseError:
-            raise BadResultsError(f"{path} exists and is not a twinrun sweep results file; choose another -o") from None
         if fresh:
+            try:
+                conn = sqlite3.connect(path, timeout=30)
+            except sqlite3.Error as e:
+                raise BadResultsError(f"cannot create {path} ({e}); choose another -o") from None
             meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **identity, **design,
                     "twinrun_version": _version(), "created": time.time(), "env": env(), "state": "running"}
             with conn:
                 conn.executescript(_DDL)
                 conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
             return cls(path, conn, meta)
-        meta = cls._read_meta(path, conn.execute("SELECT key, value FROM meta").fetchall())
+        conn = open_for_update(path, expected=_expected(), what="a twinrun sweep results file", error=BadResultsError,
+                               fix="choose another -o file")
+        try:
+            meta = cls._read_meta(path, conn.execute("SELECT key, value FROM meta").fetchall())
+            cls._check_same_sweep(path, meta, identity, design)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, meta)
+
+    @staticmethod
+    def _check_same_sweep(path: Path, meta: dict, identity: dict, design: dict) -> None:
+        """A one-line error unless the file holds a sweep of this script, with these arguments and design."""
         if meta["script"] != identity["script"]:
             raise BadResultsError(f"{path} holds a sweep of {meta['script']}, not {identity['script']}: "
                                   "use another -o file for this script")
@@ -153,7 +169,6 @@ class Results:
             if meta.get(key) != design.get(key):
                 raise BadResultsError(f"{path} holds a sweep with {key} {meta.get(key)!r}, not {design.get(key)!r}: "
                                       "use another -o file")
-        return cls(path, conn, meta)
 
     def close(self) -> None:
         if self._reader is not None:

@@ -28,11 +28,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._artifacts import Kind, replace_in_place
 from .._decode import decode_json, decode_shape, expect_type
 from .._display import shown
 from .._errors import BadTraceError, UsageError
@@ -84,11 +86,14 @@ class TraceWriter:
     """Writes one trace file; every ``commit_step`` is a committed SQLite transaction.
 
     ``value_threshold`` (elements) and ``value_budget`` (bytes) bound which values are kept.
-    An existing file at ``path`` is replaced.
+    An existing trace at ``path`` is replaced (with its ``-wal``/``-shm``); any other file there, and
+    the ``protected`` ``(label, path)`` pairs (the script, the ``--against`` reference), are refused
+    with a one-line ``UsageError`` (``twinrun._artifacts.replace_in_place``).
     """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *,
-                 value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET):
+                 value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
+                 protected: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()):
         self.path = Path(path)
         self.value_threshold = int(value_threshold)
         self.value_budget = int(value_budget)
@@ -102,11 +107,7 @@ class TraceWriter:
             header_json = json.dumps(header, sort_keys=True, allow_nan=False, default=to_jsonable)
         except (TypeError, ValueError) as e:
             raise UsageError(f"trace header for {self.path} is not JSON-ready: {e}") from None
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{self.path}{suffix}")
-        if self.path.parent and not self.path.parent.exists():
-            raise UsageError(f"cannot write trace {self.path}: folder {self.path.parent} does not exist")
+        replace_in_place(self.path, Kind.TRACE, protected=protected)
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
