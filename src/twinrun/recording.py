@@ -245,8 +245,13 @@ def _reference_and_options(options: RecordOptions | None,
 
 
 def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The trace header: twinrun's version, the command, seeds, determinism settings, environment."""
+    """The trace header: twinrun's version, the command, seeds, determinism settings, environment.
+
+    Secrets are redacted by value as well as by name (``twinrun.redact``): the command line and the
+    script's arguments (``--api-key X``), URL passwords and signed-URL signatures in variables.
+    """
     from . import __version__, determinism, env
+    from .redact import redact_json
 
     seeds = _active.current_seeds()
     header: dict[str, Any] = {
@@ -261,7 +266,7 @@ def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     if extra:
         header.update(to_jsonable(extra))
-    return header
+    return redact_json(header)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager

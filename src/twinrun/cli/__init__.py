@@ -36,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str):
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from ..redact import redact_text
+
+        sys.stderr.write(f"{self.prog}: error: {redact_text(message)} (see {self.prog} --help)\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..redact import redact_text
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TwinrunError as e:
-        print(f"twinrun {args.command}: error: {e}", file=sys.stderr)
+        print(f"twinrun {args.command}: error: {redact_text(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"twinrun {args.command}: interrupted", file=sys.stderr)
@@ -75,6 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in twinrun: one line unless asked for the traceback
         if os.environ.get("TWINRUN_DEBUG"):
             raise
-        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {e} "
+        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {redact_text(str(e))} "
               "(rerun with TWINRUN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return EXIT_BAD_INPUT

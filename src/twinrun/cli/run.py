@@ -12,6 +12,7 @@ from typing import Any
 
 from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
 from ..options import RunOptions, add_run_arguments, add_script_argument, positive_int
+from ..redact import redact_argv
 from ..runner import RunResult
 from ._output import console, emit_json, progress
 from .views import render_comparison
@@ -129,7 +130,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.json:
             lead = next((c for c in comparisons if not c.identical), comparisons[0])
             doc = lead.to_dict()
-            doc.update(identical=identical, script=str(script), args=list(options.args), against=against,
+            doc.update(identical=identical, script=str(script), args=redact_argv(options.args), against=against,
                        runs=[_run_info(r) for r in results], traces_kept=str(folder) if keep else None,
                        comparisons=[{**c.to_dict(), "a": str(a), "b": str(b)} for (a, b), c in zip(pairs, comparisons)])
             emit_json(doc)

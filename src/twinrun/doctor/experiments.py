@@ -20,6 +20,7 @@ from .._errors import ScriptFailedError, UsageError
 from ..comparison import diff
 from ..frameworks.base import Variant
 from ..options import RunOptions
+from ..redact import redact_text
 from ..runner import RunResult, launch
 from ..seeding import ENV_ROOT
 from .model import Act, Experiment
@@ -153,7 +154,7 @@ def _check_run(plan: Plan, copy: int, r: RunResult) -> None:
         return
     lines = [ln for ln in (r.stderr or "").splitlines() if ln.strip() and not ln.startswith(
         ("twinrun intervention", "twinrun run:"))]
-    last = lines[-1].strip() if lines else f"exit code {r.exit_code}"
+    last = redact_text(lines[-1].strip()) if lines else f"exit code {r.exit_code}"
     if r.exit_code == 2:
         raise UsageError(f"twinrun could not start the script in experiment '{plan.name}': {last}")
     raise ScriptFailedError(f"the script failed in experiment '{plan.name}' ({plan.changed}), run {copy}: "

@@ -18,6 +18,7 @@ from typing import Any
 from .._artifacts import Kind, check_target
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
 from ..options import RunOptions
+from ..redact import redact_text
 from .result import RunResult
 
 __all__ = ["default_trace_path", "run_script"]
@@ -87,12 +88,12 @@ def run_script(options: RunOptions) -> RunResult:
                 result.stop_reason = stop.reason
             except SystemExit as e:
                 if e.code not in (None, 0):
-                    result.exit_code, result.error = EXIT_SCRIPT_FAILED, f"SystemExit: {e.code}"
+                    result.exit_code, result.error = EXIT_SCRIPT_FAILED, redact_text(f"SystemExit: {e.code}")
                     if not isinstance(e.code, int):
                         print(e.code, file=sys.stderr)
             except Exception as e:  # noqa: BLE001 - a process boundary: the user's script failed (exit 3)
                 _print_user_traceback(e, path)
-                result.exit_code, result.error = EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}"
+                result.exit_code, result.error = EXIT_SCRIPT_FAILED, redact_text(f"{type(e).__name__}: {e}")
             result.steps = recorder.step
             if result.exit_code == EXIT_SCRIPT_FAILED:
                 recorder.close("failed")

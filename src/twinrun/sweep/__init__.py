@@ -76,7 +76,7 @@ def sweep(script: str | os.PathLike[str], args: Sequence[Any] = (), *, seeds: in
             futures: dict[Future[SweepRun], PlannedRun] = {}
             try:
                 for r in todo:
-                    spec = RunSpec(r, identity["script"], identity["script_sha256"], tuple(identity["args"]),
+                    spec = RunSpec(r, identity["script"], identity["script_sha256"], tuple(map(str, args)),
                                    timeout=timeout, cwd=os.getcwd())
                     futures[pool.submit(run_one, spec)] = r
                 pending = set(futures)

@@ -7,6 +7,7 @@ fixed at ``base_seed``; ``design="variance"`` makes three arms (vary init, vary 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -15,9 +16,10 @@ from typing import Any
 
 from .._errors import UsageError
 from ..options import check_script
+from ..redact import redact_argv
 from ..seeding import ENV_ROOT, env_name
 
-__all__ = ["DESIGNS", "VARIANCE_ARMS", "PlannedRun", "plan", "script_identity"]
+__all__ = ["DESIGNS", "VARIANCE_ARMS", "PlannedRun", "args_sha256", "plan", "script_identity"]
 
 DESIGNS = ("single", "variance")
 VARIANCE_ARMS = ("init", "data", "none")
@@ -63,7 +65,16 @@ def plan(seeds: int, *, vary: str = "all", design: str = "single", base_seed: in
 
 
 def script_identity(script: str | os.PathLike[str], args: Sequence[Any] = ()) -> dict[str, Any]:
-    """Path, sha256 of the source and arguments: what makes two sweeps comparable run by run."""
+    """Path, sha256 of the source and arguments: what makes two sweeps comparable run by run.
+
+    The arguments are kept redacted (``--api-key <redacted>``: the results file is shared) and
+    compared on resume by ``args_sha256``, the SHA-256 of the real ones."""
     path = check_script(script)
+    real = list(map(str, args))
     return {"script": str(path), "script_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "args": list(map(str, args))}
+            "args": redact_argv(real), "args_sha256": args_sha256(real)}
+
+
+def args_sha256(args: Sequence[str]) -> str:
+    """The SHA-256 of a command line (as JSON), to compare arguments without storing them."""
+    return hashlib.sha256(json.dumps(list(args)).encode()).hexdigest()

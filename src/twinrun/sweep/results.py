@@ -27,6 +27,8 @@ from .._decode import decode_json, expect_type
 from .._display import shown
 from .._errors import BadResultsError
 from .._sqlite import ReadOnlyDB, expected_columns, open_for_update, open_readonly
+from ..redact import redact_argv
+from .plan import args_sha256
 from .run import SweepRun
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "Results"]
@@ -162,9 +164,11 @@ class Results:
             raise BadResultsError(f"{identity['script']} changed since {path} was started (sha256 "
                                   f"{meta['script_sha256'][:12]} then, {identity['script_sha256'][:12]} now): its "
                                   "runs are of the old code; use another -o file, or delete it to start over")
-        if meta["args"] != identity["args"]:
-            raise BadResultsError(f"{path} holds a sweep with arguments {meta['args']}, not {identity['args']}: "
-                                  "use another -o file for other arguments")
+        # Files before args_sha256 kept the arguments themselves.
+        if meta.get("args_sha256", args_sha256(meta["args"])) != identity["args_sha256"]:
+            then, now = " ".join(redact_argv(meta["args"])), " ".join(identity["args"])
+            raise BadResultsError(f"{path} holds a sweep with other arguments ({then!r}, not {now!r}): use another "
+                                  "-o file for other arguments")
         for key in ("design", "vary", "base_seed"):
             if meta.get(key) != design.get(key):
                 raise BadResultsError(f"{path} holds a sweep with {key} {meta.get(key)!r}, not {design.get(key)!r}: "

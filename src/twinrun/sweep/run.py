@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _process
 from ..metrics import METRICS_ENV, read_metrics
+from ..redact import redact_text
 from .plan import PlannedRun
 
 __all__ = ["ERROR_TAIL", "RunSpec", "SweepRun", "run_one"]
@@ -94,6 +95,7 @@ def run_one(spec: RunSpec) -> SweepRun:
         status = "ok"
     else:
         status = "failed"
-        error = error or (done.stderr[-ERROR_TAIL:].strip() or f"exit code {done.returncode}")
+        # the tail is stored in the results file and shown: secrets in it (a URL, a token) are redacted
+        error = error or (redact_text(done.stderr[-ERROR_TAIL:].strip()) or f"exit code {done.returncode}")
     return SweepRun(r.arm, r.idx, r.seed, dict(r.env), status, done.returncode, error, time.time() - started, host,
                     metrics={name: values[-1][1] for name, values in series.items()}, series=series)
