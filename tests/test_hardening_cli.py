@@ -95,7 +95,6 @@ def esc(tmp_path_factory) -> dict[str, Path]:
     return {"dir": d, "script": script, "a": a, "b": b}
 
 
-@xfail("terminal escape injection")
 @pytest.mark.parametrize("command", ["diff", "check", "doctor"])
 def test_layer_names_from_a_trace_are_shown_escaped_and_capped(esc, command):
     if command == "diff":
@@ -109,7 +108,6 @@ def test_layer_names_from_a_trace_are_shown_escaped_and_capped(esc, command):
     _no_control(r.stdout + r.stderr)
 
 
-@xfail("terminal escape injection")
 def test_env_diff_shows_values_from_files_escaped(tmp_path, made):
     a, b = json.loads(made["env"].read_text()), json.loads(made["env"].read_text())
     b["env_vars"]["OMP_NUM_THREADS"] = EVIL
@@ -121,7 +119,6 @@ def test_env_diff_shows_values_from_files_escaped(tmp_path, made):
     _no_control(r.stdout + r.stderr)
 
 
-@xfail("terminal escape injection")
 def test_metric_names_and_error_tails_from_scripts_are_shown_escaped(tmp_path):
     script = write_script(tmp_path, "m.py", textwrap.dedent(f"""
         import os, sys

@@ -32,13 +32,18 @@ _MODULES = [
 
 
 
+# The longest error line printed (a message quoting a 5,000-character name is cut, and says so).
+_LINE = 900
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str):
+        from .._display import shown
         from ..redact import redact_text
 
-        sys.stderr.write(f"{self.prog}: error: {redact_text(message)} (see {self.prog} --help)\n")
+        sys.stderr.write(f"{self.prog}: error: {shown(redact_text(message), _LINE)} (see {self.prog} --help)\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -60,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._display import shown
     from ..redact import redact_text
 
     parser = build_parser()
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TwinrunError as e:
-        print(f"twinrun {args.command}: error: {redact_text(str(e))}", file=sys.stderr)
+        # a message may quote a name or value from a file: escaped, capped, one line
+        print(f"twinrun {args.command}: error: {shown(redact_text(str(e)), _LINE)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"twinrun {args.command}: interrupted", file=sys.stderr)
@@ -79,6 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in twinrun: one line unless asked for the traceback
         if os.environ.get("TWINRUN_DEBUG"):
             raise
-        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {redact_text(str(e))} "
+        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {shown(redact_text(str(e)), _LINE)} "
               "(rerun with TWINRUN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._display import shown, shown_lines
 from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
 from ..options import RunOptions, add_run_arguments, add_script_argument, positive_int
 from ..redact import redact_argv
@@ -181,10 +182,11 @@ def _failure(args: argparse.Namespace, r: RunResult, i: int) -> int | None:
         return None
     if r.exit_code == EXIT_BAD_INPUT:
         # The child's own one-line message (bad options, unreadable reference).
-        line = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "bad input"
+        line = shown(r.stderr.strip().splitlines()[-1], 1000) if r.stderr.strip() else "bad input"
         print(line.replace("twinrun run:", "twinrun check:", 1), file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.stderr.write(r.stderr)  # the script's own traceback
+    # the script's own traceback, with anything that would act on the terminal escaped
+    sys.stderr.write(shown_lines(r.stderr, max_lines=200, limit=2000) + "\n")
     why = "timed out" if r.status == "timeout" else f"failed (exit code {r.exit_code})"
     if args.json:
         emit_json({"identical": None, "script_failed": True, "failed_run": i, "runs": [_run_info(r)],
