@@ -352,7 +352,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@xfail("SIGKILL of sweep leaves its scripts running and its metrics files behind")
 def test_sigkill_of_sweep_kills_its_scripts_and_leaves_no_temporary_files(tmp_path, made):
     tmp = tmp_path / "tmp"
     tmp.mkdir()

@@ -5,18 +5,21 @@ running and its temporary ``twinrun-metrics-*.jsonl`` files would stay in ``/tmp
 
 - :func:`lifeline_argv` wraps a command so that, on Linux, the child gets a parent-death signal
   (``PR_SET_PDEATHSIG``, kept across ``exec``) before it becomes the user's program: SIGKILL of
-  twinrun kills it too. It is a tiny trampoline (``python -m twinrun._lifeline PID -- CMD...``) rather
-  than a ``preexec_fn``, which is unsafe in a process with threads (sweep launches from a thread
-  pool). Start the child in its own process group as well, so a timeout can kill what *it* started.
+  twinrun kills it too. It is a tiny trampoline (``python -I -S .../_lifeline.py PID -- CMD...``: this
+  file alone, no site packages, about as fast as Python starts) rather than a ``preexec_fn``, which
+  is unsafe in a process with threads (sweep launches from a thread pool). Start the child in its
+  own process group as well, so a timeout can kill what *it* started.
   The signal fires when the thread that started the child ends: launch from a thread that waits
   for the child (as ``run_one`` does), not from a short-lived one.
-- :func:`anonymous_file` makes a file for a child to write (metrics) that has no name on disk: a
-  ``memfd`` on Linux, handed to the child as ``/dev/fd/N`` (``pass_fds``). When both processes die,
-  the kernel frees it. Elsewhere it falls back to a named temporary file the caller removes.
+- :func:`anonymous_file` makes a file for a child to write (metrics, reports) that has no name on
+  disk: a ``memfd`` on Linux, which the child (and anything it starts) opens as
+  ``/proc/<this pid>/fd/N`` -- a path that means the same file in every process, unlike
+  ``/dev/fd/N``. When this process dies, the kernel frees it. Elsewhere it falls back to a named
+  temporary file the caller removes.
 
 >>> argv = lifeline_argv(["python", "train.py"])   # doctest: +SKIP
 >>> fd, path = anonymous_file("twinrun-metrics")   # doctest: +SKIP
->>> subprocess.Popen(argv, pass_fds=(fd,), env={..., METRICS_ENV: path}, start_new_session=True)  # doctest: +SKIP
+>>> subprocess.Popen(argv, env={..., METRICS_ENV: path}, start_new_session=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -41,16 +44,19 @@ def lifeline_argv(argv: list[str], *, python: str | None = None) -> list[str]:
     """``argv`` prefixed so that the child dies with this process (Linux); ``argv`` unchanged elsewhere."""
     if not supported():
         return list(argv)
-    return [python or sys.executable, "-m", "twinrun._lifeline", str(os.getpid()), "--", *argv]
+    # -I -S: this file only (stdlib imports), no user site, no site packages: the cheapest start
+    return [python or sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), "--", *argv]
 
 
 def anonymous_file(name: str) -> tuple[int, str]:
-    """``(fd, path)``: a file open read-write in this process as ``fd``, which a child started with
-    ``pass_fds=(fd,)`` opens as ``path``. On Linux it has no name on disk at all; elsewhere ``path``
-    is a named temporary file (remove it when done). Read it back with ``os.pread(fd, n, 0)``."""
-    if hasattr(os, "memfd_create") and os.path.isdir("/dev/fd"):
-        fd = os.memfd_create(name, 0)   # not close-on-exec flags: pass_fds decides who inherits it
-        return fd, f"/dev/fd/{fd}"
+    """``(fd, path)``: a file open read-write in this process as ``fd``, which any process of this
+    user (a child, its own children) opens as ``path`` while this process lives. On Linux it has no
+    name on disk at all; elsewhere ``path`` is a named temporary file (remove it when done). Read it
+    back with :func:`read_all`; close ``fd`` when done."""
+    proc = f"/proc/{os.getpid()}/fd"
+    if hasattr(os, "memfd_create") and os.path.isdir(proc):
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)   # children open it by path; none inherits the descriptor
+        return fd, f"{proc}/{fd}"
     fd, path = tempfile.mkstemp(prefix=f"{name}-", suffix=".jsonl")
     return fd, path
 

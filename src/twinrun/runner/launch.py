@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import _channel, _process
 from .._errors import BadTraceError
+from .._lifeline import anonymous_file
 from ..options import RunOptions
 from .result import RunResult
 
@@ -56,15 +57,16 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
         else:
             child_env[k] = str(v)
     _make_importable(child_env)
-    fd, report_path = tempfile.mkstemp(prefix="twinrun-report-", suffix=".jsonl")
-    os.close(fd)
+    fd, report_path = anonymous_file("twinrun-report")   # no name on disk: nothing left if we are killed
     child_env[_channel.ENV] = report_path
     try:
         done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
                             timeout=timeout)
         reports = _channel.read(report_path)
     finally:
-        Path(report_path).unlink(missing_ok=True)
+        os.close(fd)
+        if not report_path.startswith("/proc/"):
+            Path(report_path).unlink(missing_ok=True)
     status, steps, divergence = ("timeout", 0, None) if done.timed_out else _trace_facts(options.output)
     return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
                      divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports)

@@ -8,13 +8,13 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import _process
+from .._lifeline import anonymous_file
 from ..metrics import METRICS_ENV, read_metrics
 from ..redact import redact_text
 from .plan import PlannedRun
@@ -76,8 +76,8 @@ def run_one(spec: RunSpec) -> SweepRun:
     if current != spec.script_sha256:
         return failed(f"the script on {host} differs from the one the sweep started with (sha256 mismatch): give "
                       "every worker the same file")
-    fd, mpath = tempfile.mkstemp(prefix="twinrun-metrics-", suffix=".jsonl")
-    os.close(fd)
+    # No name on disk (Linux): a killed sweep leaves no metrics file behind.
+    fd, mpath = anonymous_file("twinrun-metrics")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWINRUN_SEED")}
     env.update(r.env)
     env[METRICS_ENV] = mpath
@@ -87,7 +87,9 @@ def run_one(spec: RunSpec) -> SweepRun:
                             capture_stdout=False, stdin_devnull=True)
         series = read_metrics(mpath)
     finally:
-        Path(mpath).unlink(missing_ok=True)
+        os.close(fd)
+        if not mpath.startswith("/proc/"):
+            Path(mpath).unlink(missing_ok=True)
     error = f"timed out after {spec.timeout} s" if done.timed_out else None
     if done.returncode == -signal.SIGINT:
         status = "interrupted"  # Ctrl-C reached the child: not a result, rerun it on resume
