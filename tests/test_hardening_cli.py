@@ -245,7 +245,6 @@ def test_compare_with_a_trillion_resamples_is_refused_at_once(tmp_path, made):
     assert r.grew_mb < 250 and r.seconds < 30
 
 
-@xfail("a corrupt --against reference blames the script (exit 3)")
 @pytest.mark.parametrize("case", ["header-5", "sample-digests-int", "value-text"])
 def test_check_against_a_corrupt_reference_fails_before_the_script_starts(tmp_path, made, case):
     ref = TRACE_CASES[case](made["trace"], tmp_path / "ref.trace")
@@ -254,6 +253,36 @@ def test_check_against_a_corrupt_reference_fails_before_the_script_starts(tmp_pa
     line = assert_one_line_error(twinrun("check", "--against", ref, script, cwd=tmp_path))
     assert "ref.trace" in line
     assert not marker.exists(), "the script ran against a reference that cannot be read"
+
+
+def test_a_reference_found_bad_mid_run_ends_the_run_even_under_except_exception(tmp_path, made):
+    """A reference read lazily (twinrun.record(against=...)) that holds a bad value: the error is not
+    raised inside the script's loop, where `except Exception` would swallow it, but ends the run."""
+    import numpy as np
+
+    from twinrun import record
+    from twinrun._errors import BadTraceError
+    from twinrun.trace import Trace
+
+    ref = TRACE_CASES["value-text"](made["trace"], tmp_path / "ref.trace")
+    live = tmp_path / "live.trace"
+    w = np.arange(8, dtype=np.float32)
+    steps_ended = []
+    with pytest.raises(BadTraceError, match=r"ref\.trace"), record(live, against=ref) as rec:
+        for step in range(3):
+            try:   # the script swallows every Exception
+                rec.event("input", "x", np.full((4, 3), step, np.float32), per_sample=True)
+                rec.event("forward", "layer.0", w * 2)
+                rec.event("loss", "loss", np.float32(w.sum()))
+                w = w + 1
+                rec.event("param", "w", w)
+                rec.end_step()
+                steps_ended.append(step)
+            except Exception:
+                pass
+    assert steps_ended == []
+    with Trace.open(live) as t:
+        assert t.status == "failed"
 
 
 @xfail("two sweeps started at once on a new file: IntegrityError")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import _active
-from ._errors import UsageError
+from ._errors import BadTraceError, UsageError
 from ._format import to_jsonable
 from .comparison import Divergence, Structural, captured_phases, first_divergence
 from .options import RecordOptions
@@ -34,7 +34,8 @@ __all__ = ["Recorder", "StopRun", "active_recorder", "build_header", "record"]
 
 
 class StopRun(BaseException):
-    """Raised by ``Recorder.end_step`` to end the run cleanly: ``reason`` is "max-steps" or "diverged".
+    """Raised by ``Recorder.end_step`` to end the run cleanly: ``reason`` is "max-steps", "diverged", or
+    "bad-reference" (the ``against`` trace could not be read; ``Recorder.reference_error`` says why).
 
     A BaseException, so that a user's ``except Exception`` does not swallow it.
     """
@@ -82,6 +83,7 @@ class Recorder:
         self.step = 0
         self.divergence: Divergence | Structural | None = None
         self.stop_reason: str | None = None
+        self.reference_error: str | None = None   # the reference could not be read mid-run
         self.closed = False
         self._events: list[Event] = []
         self._calls: dict[tuple[str, str], int] = {}
@@ -155,7 +157,13 @@ class Recorder:
             if self.recording:
                 self.writer.commit_step(step)
                 if self.against is not None and self.divergence is None and step in self._ref_steps:
-                    found = self._compare_step(step, events)
+                    try:
+                        found = self._compare_step(step, events)
+                    except BadTraceError as e:
+                        # Raised inside the script's loop, a script's `except Exception` could swallow it:
+                        # end the run (StopRun is a BaseException) and let the caller report it.
+                        self.reference_error, self.stop_reason = str(e), "bad-reference"
+                        raise StopRun("bad-reference", str(e)) from None
                     if found is not None:
                         self.divergence = found
                         self.writer.set_meta("divergence", self.divergence_record())
@@ -221,7 +229,9 @@ class Recorder:
                 self._uninstall.pop()()
             _active.remove_recorder(self)
             if status is None or status == Status.COMPLETE:
-                if self.divergence is not None:
+                if self.reference_error is not None:
+                    status = Status.FAILED
+                elif self.divergence is not None:
                     status = Status.DIVERGED
                 elif self.stop_reason == "max-steps":
                     status = Status.STOPPED
@@ -299,6 +309,8 @@ def record(path: str | os.PathLike[str], *, header: dict[str, Any] | None = None
         yield recorder
     except StopRun:
         recorder.close()
+        if recorder.reference_error is not None:
+            raise BadTraceError(recorder.reference_error) from None
     except BaseException:
         recorder.close(Status.FAILED)
         raise

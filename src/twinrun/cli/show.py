@@ -35,6 +35,7 @@ def summary(path: str | Path) -> dict[str, Any]:
     from ..trace import PHASES, Trace
 
     with Trace.open(path) as t:
+        t.check()   # every event and value read once: a corrupt trace is one line, never shown as "complete"
         counts = t.event_counts()
         header = t.header
         seeds = header.get("seeds") if isinstance(header.get("seeds"), dict) else None

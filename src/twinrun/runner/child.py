@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._artifacts import Kind, check_target
-from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
+from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, BadTraceError, UsageError
 from ..options import RunOptions
 from ..redact import redact_text
 from .result import RunResult
@@ -100,6 +100,8 @@ def run_script(options: RunOptions) -> RunResult:
             else:
                 recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
             result.status = recorder.writer.status
+            if recorder.reference_error is not None:   # the reference changed under the run: bad input
+                raise BadTraceError(recorder.reference_error)
             if recorder.divergence is not None:
                 result.divergence = recorder.divergence_record()
                 if result.exit_code == EXIT_OK:
@@ -117,13 +119,21 @@ def _protected(options: RunOptions) -> list[tuple[str, str | None]]:
 
 
 def open_reference(against: str | os.PathLike[str]) -> Any:
-    """The reference trace of ``--against``, opened (a one-line ``BadTraceError`` when it is not one)."""
+    """The reference trace of ``--against``, opened and read through once (``Trace.check``): a file that
+    is not a readable trace, or holds one bad event or value, is a one-line ``BadTraceError`` now,
+    before the script starts -- not an error raised inside the script's training loop."""
     from .._errors import BadTraceError
     from ..trace import Trace
 
-    if not Path(against).exists():
+    if not os.path.lexists(against):
         raise BadTraceError(f"reference trace {str(against)!r} does not exist; give a trace written by 'twinrun run'")
-    return Trace.open(against)
+    t = Trace.open(against)
+    try:
+        t.check()
+    except BaseException:
+        t.close()
+        raise
+    return t
 
 
 def _print_user_traceback(exc: BaseException, script: Path) -> None:
