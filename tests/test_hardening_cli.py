@@ -212,10 +212,8 @@ def test_check_keep_traces_where_no_folder_can_be_made(tmp_path, made):
     assert "/proc/x" in line
 
 
-@pytest.mark.parametrize("command, value", cases(
-    [(c, v) for c in ("check", "doctor", "sweep", "run") for v in ("nan", "inf", "-inf")],
-    {("check", "nan"), ("check", "inf"), *((c, v) for c in ("doctor", "sweep") for v in ("nan", "inf", "-inf"))},
-    "internal error (or accepted): --timeout nan/inf"))
+@pytest.mark.parametrize("command, value", [(c, v) for c in ("check", "doctor", "sweep", "run")
+                                            for v in ("nan", "inf", "-inf")])
 def test_timeout_nan_or_infinite_is_refused(tmp_path, made, command, value):
     script = made["toy"] if command == "sweep" else made["script"]
     extra = ("--seeds", 2, "-o", tmp_path / "s.db") if command == "sweep" else ()
@@ -223,13 +221,11 @@ def test_timeout_nan_or_infinite_is_refused(tmp_path, made, command, value):
     assert "--timeout" in line
 
 
-@xfail("internal error: compare --seed -1")
 def test_compare_negative_seed(tmp_path, made):
     line = assert_one_line_error(twinrun("compare", "--seed", -1, made["results"], cwd=tmp_path))
     assert "--seed" in line
 
 
-@xfail("internal error after filling memory: sweep --seeds 10**9")
 def test_sweep_with_a_billion_seeds_is_refused_at_once(tmp_path, made):
     r = twinrun("sweep", "--seeds", 10**9, "-o", tmp_path / "s.db", made["toy"], cwd=tmp_path, timeout=60)
     line = assert_one_line_error(r)
@@ -237,7 +233,6 @@ def test_sweep_with_a_billion_seeds_is_refused_at_once(tmp_path, made):
     assert r.grew_mb < 250 and r.seconds < 30
 
 
-@xfail("internal error after filling memory: compare --resamples 10**12")
 def test_compare_with_a_trillion_resamples_is_refused_at_once(tmp_path, made):
     r = twinrun("compare", "--resamples", 10**12, made["results"], cwd=tmp_path, timeout=60)
     line = assert_one_line_error(r)
@@ -302,7 +297,6 @@ def test_two_sweeps_started_at_once_on_a_new_file(tmp_path, made):
 TORCH_SCRIPT = "import torch\nx = torch.randn(256, 256)\nprint(float((x @ x).sum()))\n"
 
 
-@xfail("run --threads 100000 segfaults")
 def test_run_threads_100000_is_refused(tmp_path):
     script = write_script(tmp_path, "t.py", TORCH_SCRIPT)
     r = twinrun("run", "--threads", 100_000, script, cwd=tmp_path, timeout=120)
@@ -310,7 +304,6 @@ def test_run_threads_100000_is_refused(tmp_path):
     assert "--threads" in line
 
 
-@xfail("run has no --timeout")
 def test_run_timeout_ends_a_script_that_never_completes_a_step(tmp_path):
     hang = write_script(tmp_path, "hang.py", "import time\nwhile True:\n    time.sleep(1)\n")
     t0 = time.monotonic()
@@ -321,9 +314,8 @@ def test_run_timeout_ends_a_script_that_never_completes_a_step(tmp_path):
     assert time.monotonic() - t0 < 60
 
 
-@pytest.mark.parametrize("command, value", cases(
-    [(c, v) for c in ("run", "check", "sweep", "doctor") for v in ("0", "-1", "-0.5")],
-    {(c, v) for c in ("sweep", "doctor") for v in ("0", "-1", "-0.5")}, "--timeout 0 or negative accepted"))
+@pytest.mark.parametrize("command, value", [(c, v) for c in ("run", "check", "sweep", "doctor")
+                                            for v in ("0", "-1", "-0.5")])
 def test_timeout_zero_or_negative_is_refused(tmp_path, made, command, value):
     script = made["toy"] if command == "sweep" else made["script"]
     extra = ("--seeds", 2, "-o", tmp_path / "s.db") if command == "sweep" else ()
@@ -332,7 +324,6 @@ def test_timeout_zero_or_negative_is_refused(tmp_path, made, command, value):
     assert not (tmp_path / "s.db").exists()
 
 
-@xfail("--keep-going without --against accepted")
 @pytest.mark.parametrize("command", ["run", "check"])
 def test_keep_going_without_against_is_refused(tmp_path, made, command):
     line = assert_one_line_error(twinrun(command, "--keep-going", made["script"], cwd=tmp_path))

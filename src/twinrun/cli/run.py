@@ -36,8 +36,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "name the first step, phase and layer where they part.")
     c.add_argument("--runs", metavar="N", default="2", help="how many runs to compare (default 2)")
     c.add_argument("--keep-traces", metavar="DIR", default=None, help="keep the traces in DIR")
-    c.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
-                   help="kill a run that takes longer than this")
     add_run_arguments(c)
     add_script_argument(c)
     c.set_defaults(func=cmd_check)
@@ -69,6 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                "failed": "failed"}.get(result.status, result.status)
         progress(args, f"twinrun run: trace {result.trace_path} ({result.steps} steps, {how}, "
                        f"{result.seconds:.1f} s)")
+    if result.stop_reason == "timeout":   # a failure: said even with --quiet
+        print(f"twinrun run: the script timed out after {options.timeout:g} s (--timeout); its trace up to the "
+              f"last completed step is kept at {result.trace_path}", file=sys.stderr)
     return result.exit_code
 
 
@@ -85,8 +86,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if runs < 2 and not against:
         raise UsageError(f"--runs must be at least 2 to compare runs, not {args.runs!r} "
                          "(or compare one run with a trace: --against REF.trace)")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
 
     if args.keep_traces:
         folder = _keep_folder(args.keep_traces, 1 if against else runs, options)
@@ -106,7 +105,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             limit = options.record.max_steps
             progress(args, f"twinrun check: running {script.name} against {against}"
                            + (f" (at most {limit} steps)" if limit else ""))
-            r = launch(options.replace(output=str(folder / "run-1.trace")), timeout=args.timeout)
+            r = launch(options.replace(output=str(folder / "run-1.trace")))
             results.append(r)
             progress(args, _run_line(1, 1, r))
             failed = _failure(args, r, 1)
@@ -117,7 +116,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             for i in range(1, runs + 1):
                 progress(args, f"twinrun check: run {i}/{runs} of {script.name} in a fresh process ...")
-                r = launch(options.replace(output=str(folder / f"run-{i}.trace")), timeout=args.timeout)
+                r = launch(options.replace(output=str(folder / f"run-{i}.trace")))
                 results.append(r)
                 progress(args, _run_line(i, runs, r))
                 failed = _failure(args, r, i)

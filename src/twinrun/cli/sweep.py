@@ -112,10 +112,6 @@ def _render_variance(con, variance: dict) -> None:
 def _compare(args) -> int:
     from ..sweep import compare_sweeps
 
-    if args.resamples < 100:
-        from .._errors import UsageError
-
-        raise UsageError(f"--resamples must be at least 100, got {args.resamples}")
     progress(args, f"compare: bootstrapping {args.resamples} resamples ...")
     res = compare_sweeps(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
                           n_resamples=args.resamples, seed=args.seed)

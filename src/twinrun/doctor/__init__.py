@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._errors import UsageError
-from ..options import RunOptions, positive_int
+from ..options import RunOptions, positive_int, timeout_seconds
 from .attribution import attribute
 from .experiments import PARALLEL, ExperimentRunner, Plan
 from .model import CAUSES, Act, Cause, Diagnosis, Experiment, Verdict, Where
@@ -47,6 +47,7 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
     :class:`ScriptFailedError` naming the experiment; bad input raises :class:`UsageError`.
     """
     options = RunOptions.create(script, args, max_steps=positive_int("max_steps", max_steps, allow_none=False))
+    timeout = timeout_seconds(timeout)
     if portability is True:
         checks: tuple[str, ...] = CHECKS
     elif not portability:

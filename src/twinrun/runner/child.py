@@ -7,11 +7,15 @@ determinism and interventions of the ``RunOptions`` applied first; the trace rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ from ..options import RunOptions
 from ..redact import redact_text
 from .result import RunResult
 
-__all__ = ["default_trace_path", "run_script"]
+__all__ = ["ScriptTimeout", "default_trace_path", "run_script"]
 
 
 def default_trace_path() -> str:
@@ -38,6 +42,48 @@ def _check_seed_carrier(seed: int | None) -> None:
         return
     raise UsageError(f"--seed {seed} conflicts with {ENV_ROOT}={raw} in the environment (which seed_everything "
                      f"would use); drop one: unset {ENV_ROOT}, or drop --seed")
+
+
+class ScriptTimeout(BaseException):
+    """Raised in the script's main thread at ``--timeout``; a BaseException, so ``except Exception`` in the
+    script does not swallow it."""
+
+
+# After the time limit, how long a script that ignores ScriptTimeout (a bare except, a C call that
+# never returns) gets before the process ends anyway.
+_GRACE = 10.0
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`ScriptTimeout` in this (main) thread after ``seconds``; end the process (exit 3) if
+    the script is still running ``_GRACE`` seconds later."""
+    if seconds is None:
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        raise ScriptTimeout
+
+    def last_resort() -> None:
+        print(f"twinrun run: the script did not stop {_GRACE:g} s after its --timeout of {seconds:g} s; ending it "
+              "(its trace keeps the steps committed so far)", file=sys.stderr, flush=True)
+        os._exit(EXIT_SCRIPT_FAILED)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm) if main else None
+    if main:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    watchdog = threading.Timer(seconds + (_GRACE if main else 0.0), last_resort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def run_script(options: RunOptions) -> RunResult:
@@ -83,7 +129,11 @@ def run_script(options: RunOptions) -> RunResult:
             else:
                 sys.path.append(str(path.parent))
             try:
-                runpy.run_path(str(path), run_name="__main__")
+                with _time_limit(options.timeout):
+                    runpy.run_path(str(path), run_name="__main__")
+            except ScriptTimeout:
+                result.exit_code, result.stop_reason = EXIT_SCRIPT_FAILED, "timeout"
+                result.error = f"timed out after {options.timeout:g} s (--timeout)"
             except recording.StopRun as stop:
                 result.stop_reason = stop.reason
             except SystemExit as e:

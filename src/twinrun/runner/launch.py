@@ -22,7 +22,7 @@ from typing import Any
 from .. import _channel, _process
 from .._errors import BadTraceError
 from .._lifeline import anonymous_file
-from ..options import RunOptions
+from ..options import RunOptions, timeout_seconds
 from .result import RunResult
 
 __all__ = ["launch"]
@@ -36,7 +36,8 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     ``options`` is a ``RunOptions``, or a script path with its ``args`` and the options as keywords
     (``trace_path=``, ``max_steps=``, ``seed=``, ``threads=``, ...: ``RunOptions.create``'s). Without an
     output path the trace goes to a new temporary folder. Bad options raise :class:`UsageError` here,
-    before any process starts. ``timeout`` kills the run's whole process group after that many seconds.
+    before any process starts. ``timeout`` (default: the options' own) kills the run's whole process group
+    after that many seconds.
     """
     if not isinstance(options, RunOptions):
         if "trace_path" in option_values:
@@ -48,6 +49,9 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     options = options.replace(output=str(Path(output).resolve()))
     if options.record.against is not None:
         options = options.replace(against=str(Path(options.record.against).resolve()))
+    # One enforcement of the time limit: here, by killing the child's group (status "timeout").
+    limit = timeout_seconds(timeout) if timeout is not None else options.timeout
+    options = options.replace(timeout=None)
     assert options.output is not None
 
     child_env = dict(os.environ)
@@ -61,7 +65,7 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     child_env[_channel.ENV] = report_path
     try:
         done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
-                            timeout=timeout)
+                            timeout=limit)
         reports = _channel.read(report_path)
     finally:
         os.close(fd)

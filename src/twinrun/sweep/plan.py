@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import UsageError
-from ..options import check_script
+from ..options import MAX_SEEDS, check_script, positive_int
 from ..redact import redact_argv
 from ..seeding import ENV_ROOT, env_name
 
@@ -53,8 +53,8 @@ def plan(seeds: int, *, vary: str = "all", design: str = "single", base_seed: in
     >>> [r.env for r in plan(2, vary="init")]
     [{'TWINRUN_SEED': '0', 'TWINRUN_SEED_INIT': '0'}, {'TWINRUN_SEED': '0', 'TWINRUN_SEED_INIT': '1'}]
     """
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    # at most MAX_SEEDS: a billion would fill memory with planned runs before the first one starts
+    seeds = positive_int("seeds", seeds, maximum=MAX_SEEDS, allow_none=False)  # type: ignore[assignment]
     if design not in DESIGNS:
         raise UsageError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
     if design == "single" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", vary or ""):
