@@ -168,7 +168,6 @@ def test_a_corrupt_trace_gets_a_one_line_message_naming_the_file(tmp_path, made,
     assert bad.name in line, f"the message does not name the file: {line}"
 
 
-@xfail("internal error on a deep JSON env file")
 def test_env_diff_of_a_deeply_nested_file(tmp_path, made):
     (tmp_path / "deep.json").write_text('{"schema": "twinrun.env/1", "cpu": ' + DEEP + "}")
     r = twinrun("env", "diff", "deep.json", made["env"], cwd=tmp_path)

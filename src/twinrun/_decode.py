@@ -8,14 +8,17 @@ values with bounds and raise the caller's one-line error (naming the file) for a
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from typing import Any
 
 from ._errors import BadTraceError, TwinrunError
 
-__all__ = ["DEFAULT_MAX_JSON_DEPTH", "decode_json", "decode_shape", "expect_type", "json_depth", "sql_type"]
+__all__ = ["DEFAULT_MAX_JSON_DEPTH", "decode_json", "decode_shape", "expect_type", "json_depth", "read_bounded",
+           "sql_type"]
 
 DEFAULT_MAX_JSON_DEPTH = 64
 _MAX_JSON_BYTES = 32 * 2**20
@@ -71,11 +74,46 @@ def decode_json(raw: Any, *, what: str, path: str | os.PathLike, error: type[Twi
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise error(f"{path} is corrupt: {what} is not valid JSON ({str(e)[:80]}); {fix}") from None
+        raise error(f"{path} is corrupt: {what} is not JSON ({str(e)[:80]}); {fix}") from None
     if types is not None and not isinstance(value, types):
         names = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
         raise error(f"{path} is corrupt: {what} is a {type(value).__name__}, not {names}; {fix}")
     return value
+
+
+def read_bounded(path: str | os.PathLike, *, what: str, fix: str, error: type[TwinrunError] = BadTraceError,
+                 max_bytes: int = _MAX_JSON_BYTES) -> bytes:
+    """The bytes of a small regular file (a fingerprint), read through a non-blocking descriptor: a FIFO,
+    a device, a folder or a file over ``max_bytes`` is one ``error`` line naming ``path``, never a hang."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise error(f"{path}: no such file; {fix}") from None
+    except OSError as e:
+        why = ("permission denied" if e.errno in (errno.EACCES, errno.EPERM)
+               else "a symbolic link loop" if e.errno == errno.ELOOP else e.strerror)
+        raise error(f"cannot read {path}: {why}; {fix}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, device or socket)"
+            raise error(f"{path} is {kind}, not {what}; {fix}")
+        if st.st_size > max_bytes:
+            raise error(f"{path} is {st.st_size:,} bytes, more than {what} ever is ({max_bytes:,}); {fix}")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise error(f"{path} is more than {max_bytes:,} bytes, more than {what} ever is; {fix}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror}; {fix}") from None
+    finally:
+        os.close(fd)
 
 
 _JSON_NAMES = {dict: "a JSON object", list: "a JSON array", str: "a JSON string", int: "a whole number",

@@ -138,20 +138,13 @@ def _framework_summary(name: str, info: dict) -> str:
 # --- twinrun env diff --------------------------------------------------------------------------------
 def _load(path_text: str) -> dict:
     from .. import env
+    from .._decode import decode_json, read_bounded
 
     path = Path(path_text)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file; write a fingerprint with: twinrun env -o {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e}); "
-                         "give a JSON file written by twinrun env -o") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno}); "
-                         "give a file written by twinrun env -o") from None
+    fix = f"write a fingerprint with: twinrun env -o {path}"
+    # from anywhere: not a FIFO (it would block), bounded in size and JSON depth
+    raw = read_bounded(path, what="a twinrun environment fingerprint", fix=fix, error=UsageError)
+    obj = decode_json(raw, what="the fingerprint", path=path, error=UsageError, fix=fix)
     return env.check_fingerprint(obj, str(path))
 
 
