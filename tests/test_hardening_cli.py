@@ -279,7 +279,6 @@ def test_a_reference_found_bad_mid_run_ends_the_run_even_under_except_exception(
         assert t.status == "failed"
 
 
-@xfail("two sweeps started at once on a new file: IntegrityError")
 def test_two_sweeps_started_at_once_on_a_new_file(tmp_path, made):
     procs = _start_sweeps(tmp_path, made["toy"], "new.db", seeds=4, sleep=0.2)
     results = [_finish(p) for p in procs]
@@ -348,7 +347,6 @@ def _finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
     return p.returncode, out, err
 
 
-@xfail("two sweeps on one results file run the same seeds twice")
 def test_two_concurrent_sweeps_on_one_results_file_never_run_a_seed_twice(tmp_path, made):
     make_results(tmp_path, "r.db", seeds=1, script=copy(made["toy"], tmp_path / "toy.py"))
     procs = _start_sweeps(tmp_path, tmp_path / "toy.py", "r.db", seeds=6, sleep=0.5)

@@ -296,12 +296,7 @@ def _codes(kind: str, name: str, args: tuple) -> tuple[int, ...]:
     return (2,)
 
 
-# Measured on the code before the fix (see the report of issue 12); the others already pass and must stay so.
-FAILING_TODAY = {("results", "generated-column"), ("results", "view"), ("results", "trigger")}
-
-
-@pytest.mark.parametrize("kind, name", [pytest.param(k, n, marks=XFAIL if (k, n) in FAILING_TODAY else ())
-                                        for k, n in CORPUS])
+@pytest.mark.parametrize("kind, name", CORPUS)
 def test_hostile_file_through_every_reader(made, tmp_path, kind, name):
     suffix = {"trace": ".trace", "results": ".db", "env": ".json"}[kind]
     path = _maker(kind, name)(made[kind], tmp_path / f"hostile{suffix}")

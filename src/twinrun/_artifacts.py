@@ -52,6 +52,7 @@ __all__ = [
     "Kind",
     "atomic_write",
     "check_target",
+    "default_mode",
     "identify",
     "install_new",
     "replace_in_place",
@@ -275,6 +276,12 @@ def _umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o022
+
+
+def default_mode() -> int:
+    """The permissions of a new file (0666 less the umask): for a file made at a temporary name (mkstemp
+    makes it 0600) that is then published."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager

@@ -12,17 +12,19 @@ rerunning the same command skips the runs already recorded. Reading never runs a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._artifacts import Kind, check_target
+from .._artifacts import Kind, check_target, default_mode, install_new, writer_lock
 from .._decode import decode_json, expect_type
 from .._display import shown
 from .._errors import BadResultsError
@@ -31,12 +33,12 @@ from ..redact import redact_argv
 from .plan import args_sha256
 from .run import SweepRun
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Results"]
+__all__ = ["DDL", "SCHEMA", "SCHEMA_VERSION", "Results"]
 
 SCHEMA = "twinrun-sweep"
 SCHEMA_VERSION = 1
 
-_DDL = """
+DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     arm TEXT NOT NULL, idx INTEGER NOT NULL, seed INTEGER, env TEXT NOT NULL, status TEXT NOT NULL,
@@ -59,7 +61,7 @@ _META_TYPES: dict[str, type | tuple[type, ...]] = {
 
 @functools.cache
 def _expected() -> dict[str, list[tuple[str, str]]]:
-    return expected_columns(_DDL)
+    return expected_columns(DDL)
 
 
 def _enc(v: float) -> tuple[float | None, str | None]:
@@ -71,9 +73,10 @@ class Results:
     or resumes one for a given script identity and design."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, meta: dict[str, Any], *,
-                 reader: ReadOnlyDB | None = None):
+                 reader: ReadOnlyDB | None = None, lock: contextlib.ExitStack | None = None):
         self.path, self._conn, self.meta = path, conn, meta
         self._reader = reader
+        self._lock = lock   # the writer's lock, released after the connection is closed
         self._cache: dict[bool, list[SweepRun]] = {}   # runs(), read once per file state
 
     # opening --------------------------------------------------------------------------------
@@ -130,29 +133,32 @@ class Results:
 
         Only a missing path, an empty file or a results file is written (anything else, the script
         itself included, is a one-line ``UsageError``); an existing one is opened after its schema is
-        checked (a trigger in it would run on every insert)."""
+        checked (a trigger in it would run on every insert). One sweep at a time writes a file: the
+        ``Results`` holds a lock (``_artifacts.writer_lock``) until closed, and a second sweep of
+        the same file is refused at once. A new file is built at a temporary name, locked, and
+        published only if no other sweep published one first (``_artifacts.install_new``)."""
         path = check_target(path, Kind.RESULTS, protected=[("the script", identity.get("script"))])
-        fresh = not path.exists() or path.stat().st_size == 0
-        if fresh:
-            try:
-                conn = sqlite3.connect(path, timeout=30)
-            except sqlite3.Error as e:
-                raise BadResultsError(f"cannot create {path} ({e}); choose another -o") from None
-            meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **identity, **design,
-                    "twinrun_version": _version(), "created": time.time(), "env": env(), "state": "running"}
-            with conn:
-                conn.executescript(_DDL)
-                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-            return cls(path, conn, meta)
-        conn = open_for_update(path, expected=_expected(), what="a twinrun sweep results file", error=BadResultsError,
-                               fix="choose another -o file")
+        lock = contextlib.ExitStack()
         try:
-            meta = cls._read_meta(path, conn.execute("SELECT key, value FROM meta").fetchall())
-            cls._check_same_sweep(path, meta, identity, design)
+            empty = path.exists() and path.stat().st_size == 0
+            if empty or not path.exists():
+                meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **identity, **design,
+                        "twinrun_version": _version(), "created": time.time(), "env": env(), "state": "running"}
+                if _publish(path, meta, lock, empty=empty):
+                    return cls(path, _open_for_update(path), meta, lock=lock)
+                # another sweep published it first: resume that file (refused below while it runs)
+            lock.enter_context(writer_lock(path, on_busy=_busy))
+            conn = _open_for_update(path)
+            try:
+                meta = cls._read_meta(path, conn.execute("SELECT key, value FROM meta").fetchall())
+                cls._check_same_sweep(path, meta, identity, design)
+            except BaseException:
+                conn.close()
+                raise
+            return cls(path, conn, meta, lock=lock)
         except BaseException:
-            conn.close()
+            lock.close()
             raise
-        return cls(path, conn, meta)
 
     @staticmethod
     def _check_same_sweep(path: Path, meta: dict, identity: dict, design: dict) -> None:
@@ -179,6 +185,8 @@ class Results:
             self._reader.close()
         else:
             self._conn.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self):
         return self
@@ -286,6 +294,58 @@ class Results:
 
     def arms(self) -> list[str]:
         return [self._expect(a, str, "an arm") for (a,) in self._query("SELECT DISTINCT arm FROM runs ORDER BY arm")]
+
+
+def _open_for_update(path: Path) -> sqlite3.Connection:
+    return open_for_update(path, expected=_expected(), what="a twinrun sweep results file", error=BadResultsError,
+                           fix="choose another -o file")
+
+
+def _busy(path: Path) -> str:
+    return (f"another twinrun sweep is writing {path} right now; wait for it to finish (then run this again to "
+            "add to it), or sweep into another file (-o)")
+
+
+def _publish(path: Path, meta: dict[str, Any], lock: contextlib.ExitStack, *, empty: bool) -> bool:
+    """Build a new results file at a temporary name beside ``path``, lock it, and publish it at ``path``
+    unless another sweep did first. True (and the lock added to ``lock``) when this one is published.
+    ``empty``: ``path`` was an empty file (the user's placeholder): it is removed first, if still empty."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".twinrun-tmp")
+    except OSError as e:
+        raise BadResultsError(f"cannot create {path} ({e.strerror}); choose another -o") from None
+    os.close(fd)
+    mine = contextlib.ExitStack()
+    try:
+        conn = sqlite3.connect(tmp)
+        try:
+            with conn:
+                conn.executescript(DDL)
+                conn.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        finally:
+            conn.close()
+        os.chmod(tmp, default_mode())
+        mine.enter_context(writer_lock(tmp, on_busy=_busy))   # the lock is the inode's: it goes with the file
+        if empty:
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_size == 0:   # still the placeholder, not another sweep's new file
+                    os.unlink(path)
+        # never os.replace: a sweep that published meanwhile would lose its file under its open connection
+        published = install_new(tmp, path)
+    except sqlite3.Error as e:
+        mine.close()
+        raise BadResultsError(f"cannot create {path} ({e}); choose another -o") from None
+    except BaseException:
+        mine.close()
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    if published:
+        lock.enter_context(mine)
+    else:
+        mine.close()
+    return published
 
 
 def _version() -> str:
