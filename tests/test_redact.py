@@ -252,3 +252,14 @@ def test_for_sharing_hides_host_user_and_secrets_but_keeps_the_numerics():
     assert out["env"]["env_vars"] == {"OMP_NUM_THREADS": "2"}
     assert out["env"]["cpu"]["flags"] == ["avx2", "fma"]
     assert out["env"]["host"]["hostname"] == "<host>"
+
+
+def test_for_sharing_replaces_given_paths_whole_and_keeps_keys():
+    out = for_sharing({"cwd": "/tmp/x/proj", "script": "/tmp/x/proj/train.py", "other": "/tmp/x/projection",
+                       "command": ["python", "/tmp/x/proj/a.py", "--data=/home/bob/d"], "seeds": {"root": 1},
+                       "note": "root ran it"}, paths={"/tmp/x/proj": "<cwd>"}, users=["root"])
+    assert out["cwd"] == "<cwd>" and out["script"] == "<cwd>/train.py"
+    assert out["other"] == "/tmp/x/projection"            # a longer name that merely starts the same
+    assert out["command"] == ["python", "<cwd>/a.py", "--data=/home/<user>/d"]
+    assert out["seeds"] == {"root": 1}                     # keys keep their names
+    assert out["note"] == "<user> ran it"

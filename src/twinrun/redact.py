@@ -296,12 +296,14 @@ _HOME = re.compile(r"(?P<pre>(?:^|(?<=[\s\"'=:(\[,]))(?:/home|/Users|/var/home|[
                    r"[/\\])(?P<user>[^/\\\s\"':]+)")
 
 
-def for_sharing(obj: Any, *, hostnames: Iterable[str] = (), users: Iterable[str] = ()) -> Any:
+def for_sharing(obj: Any, *, hostnames: Iterable[str] = (), users: Iterable[str] = (),
+                paths: Mapping[str, str] | None = None) -> Any:
     """A copy of a JSON-ready value fit to attach to a public issue: secrets redacted
-    (:func:`redact_json`), the given host names replaced by ``<host>``, user names inside home
-    paths (``/home/NAME``, ``/Users/NAME``, ``C:\\Users\\NAME``) and the given ``users`` replaced by
-    ``<user>``. Numbers, versions, CPU flags and the rest of each path are kept, so the copy still
-    explains a divergence.
+    (:func:`redact_json`), each of ``paths`` (``{"/work/alice-proj": "<cwd>"}``) replaced by its
+    placeholder, the given host names replaced by ``<host>``, user names inside home paths
+    (``/home/NAME``, ``/Users/NAME``, ``C:\\Users\\NAME``) and the given ``users`` replaced by ``<user>``
+    (in values; keys keep their names, so the structure still reads). Numbers, versions, CPU flags
+    and the rest of each path are kept, so the copy still explains a divergence.
 
     >>> for_sharing({"cwd": "/home/alice/proj", "host": {"hostname": "gpu7"}}, hostnames=["gpu7"])
     {'cwd': '/home/<user>/proj', 'host': {'hostname': '<host>'}}
@@ -312,8 +314,18 @@ def for_sharing(obj: Any, *, hostnames: Iterable[str] = (), users: Iterable[str]
         if hosts else None
     user_re = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, names)) + r")(?![A-Za-z0-9_])") \
         if names else None
+    prefixes = sorted(((p.rstrip("/\\"), v) for p, v in (paths or {}).items() if len(p.rstrip("/\\")) >= 2),
+                      key=lambda pv: len(pv[0]), reverse=True)
+    path_re = re.compile("|".join(re.escape(p) + r"(?![^/\\\s\"':,;)\]])" for p, _ in prefixes)) if prefixes else None
+    placeholder = dict(prefixes)
+
+    def scrub_key(s: str) -> str:
+        s = _HOME.sub(lambda m: m["pre"] + "<user>", s)
+        return host_re.sub("<host>", s) if host_re is not None else s
 
     def scrub(s: str) -> str:
+        if path_re is not None:   # a whole path, or the start of a longer one: never a name that merely begins so
+            s = path_re.sub(lambda m: placeholder[m[0]], s)
         s = _HOME.sub(lambda m: m["pre"] + "<user>", s)
         if host_re is not None:
             s = host_re.sub("<host>", s)
@@ -327,7 +339,7 @@ def for_sharing(obj: Any, *, hostnames: Iterable[str] = (), users: Iterable[str]
         if isinstance(x, str):
             return scrub(x)
         if isinstance(x, Mapping):
-            return {scrub(k) if isinstance(k, str) else k: walk(v, depth + 1) for k, v in x.items()}
+            return {scrub_key(k) if isinstance(k, str) else k: walk(v, depth + 1) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
             return [walk(v, depth + 1) for v in x]
         return x

@@ -28,6 +28,7 @@ _MODULES = [
     "twinrun.cli.doctor",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
+    "twinrun.cli.redact",
 ]
 
 

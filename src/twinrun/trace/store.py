@@ -43,7 +43,7 @@ from .._sqlite import ReadOnlyDB, expected_columns, open_readonly
 from .digest import STORAGE, contiguous, digest_and_stats, sample_digests
 from .events import PHASES, STATUSES, Event
 
-__all__ = ["DEFAULT_VALUE_BUDGET", "DEFAULT_VALUE_THRESHOLD", "FORMAT", "SCHEMA_VERSION", "Trace", "TraceWriter"]
+__all__ = ["DDL", "DEFAULT_VALUE_BUDGET", "DEFAULT_VALUE_THRESHOLD", "FORMAT", "SCHEMA_VERSION", "Trace", "TraceWriter"]
 
 SCHEMA_VERSION = 1
 FORMAT = "twinrun-trace"
@@ -54,7 +54,7 @@ DEFAULT_VALUE_THRESHOLD = 65_536
 # ... and while the trace's kept values stay within this many bytes.
 DEFAULT_VALUE_BUDGET = 64 * 2**20
 
-_SCHEMA = """
+DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE steps (step INTEGER PRIMARY KEY, events INTEGER NOT NULL, committed REAL NOT NULL);
 CREATE TABLE events (
@@ -117,7 +117,7 @@ class TraceWriter:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("BEGIN")
-        for stmt in filter(str.strip, _SCHEMA.split(";")):
+        for stmt in filter(str.strip, DDL.split(";")):
             self._db.execute(stmt)
         self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
             ("format", FORMAT),
@@ -313,7 +313,7 @@ def _finished(db: ReadOnlyDB) -> bool:
 
 @functools.cache
 def _expected() -> dict[str, list[tuple[str, str]]]:
-    return expected_columns(_SCHEMA)
+    return expected_columns(DDL)
 
 
 class Trace:
