@@ -8,7 +8,6 @@
   and leaves no temporary files.
 
 Every command runs as ``python -m twinrun ...`` in a fresh process under time and memory limits.
-Tests marked xfail prove a defect that is not fixed yet.
 """
 
 from __future__ import annotations
@@ -42,16 +41,6 @@ from hardening_support import (
 from helpers import TWINRUN
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def xfail(cls: str):
-    return pytest.mark.xfail(strict=False, reason=f"issue 12: {cls}")
-
-
-def cases(values, failing_today: set, cls: str) -> list:
-    """Parameters, those in ``failing_today`` marked xfail (the rest already behave and must stay so)."""
-    return [pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=xfail(cls) if v in failing_today else ())
-            for v in values]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 SQLite with paths (not URI text), and never changes a file it reads.
 
 Each test runs ``python -m twinrun ...`` in a fresh process (under time and memory limits) on files made
-by twinrun itself. Tests marked xfail prove a defect that is not fixed yet.
+by twinrun itself.
 """
 
 from __future__ import annotations
@@ -32,10 +32,6 @@ from hardening_support import (
 )
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def xfail(cls: str):
-    return pytest.mark.xfail(strict=False, reason=f"issue 12: {cls}")
 
 
 @pytest.fixture

@@ -57,8 +57,6 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 
-XFAIL = pytest.mark.xfail(strict=False, reason="issue 12: a reading command crashes, hangs or runs what a file holds")
-
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict[str, Path]:
@@ -158,7 +156,6 @@ def _mutate(path: Path, data) -> str:
         con.close()
 
 
-@XFAIL
 @FUZZ
 @given(data=st.data())
 def test_fuzz_every_column_of_a_trace(made, tmp_path_factory, data):
@@ -168,7 +165,6 @@ def test_fuzz_every_column_of_a_trace(made, tmp_path_factory, data):
     run_all(made, trace_readers(made, path))
 
 
-@XFAIL
 @FUZZ
 @given(data=st.data())
 def test_fuzz_every_column_of_a_results_file(made, tmp_path_factory, data):
