@@ -283,24 +283,48 @@ _EVENT_COLS = ("step, idx, phase, name, dtype, shape, digest, l2, mean, maxabs, 
                "sample_digests")
 
 
-def _event(row: tuple[Any, ...], path: Path) -> Event:
-    """One row of ``events`` as an Event, every column checked: a file from elsewhere may hold anything."""
+def _event(row: tuple[Any, ...], path: Path, shapes: dict[str, tuple[int, ...]]) -> Event:
+    """One row of ``events`` as an Event, every column checked: a file from elsewhere may hold anything.
+
+    ``shapes``: the shapes decoded so far (shape text -> dims); a trace repeats a few shapes many times.
+    The common case is checked inline; ``_bad_event`` names what is wrong."""
     step, idx, phase, name, dtype, shape, h, l2, mean, maxabs, nonfinite, has_value, samples = row
+    dims = shapes.get(shape) if type(shape) is str else None
+    if dims is None:
+        dims = decode_shape(shape, path=path, fix=_AGAIN)
+        if len(shapes) < 4096:
+            shapes[shape] = dims
+    fl2, fmean, fmax = _stat(l2), _stat(mean), _stat(maxabs)
+    if (phase not in PHASES or type(name) is not str or type(dtype) is not str or type(h) is not str
+            or fl2 is None or fmean is None or fmax is None or type(nonfinite) is not int
+            or (samples is not None and (type(samples) is not bytes or len(samples) % 16))):
+        _bad_event(row, path)
+    assert fl2 is not None and fmean is not None and fmax is not None
+    return Event(step, idx, phase, name, dtype, dims, h, fl2, fmean, fmax, nonfinite, bool(has_value),
+                 _split_digests(samples))
+
+
+def _stat(x: Any) -> float | None:
+    """A stored statistic as a float (NULL: NaN, as the writer stores it); None when it is not a number."""
+    if x is None:
+        return math.nan
+    return float(x) if type(x) is float or type(x) is int else None
+
+
+def _bad_event(row: tuple[Any, ...], path: Path) -> None:
+    """Raise the one-line error that says which column of an event row is wrong."""
+    step, idx, phase, name, dtype, _shape, h, l2, mean, maxabs, nonfinite, _has_value, _samples = row
     where = f"event {step}:{idx}"
     if phase not in PHASES:
         raise BadTraceError(f"{path} is corrupt: {where} has phase {shown(phase, 40)!r}, not one of "
                             f"{', '.join(PHASES)}; {_AGAIN}")
     for what, v in (("name", name), ("dtype", dtype), ("digest", h)):
         expect_type(v, str, what=f"the {what} of {where}", path=path, fix=_AGAIN)
-    dims = decode_shape(shape, path=path, fix=_AGAIN)
-    l2, mean, maxabs = (math.nan if x is None else float(expect_type(x, (int, float), path=path, fix=_AGAIN,
-                                                                      what=f"a statistic of {where}"))
-                        for x in (l2, mean, maxabs))
+    for x in (l2, mean, maxabs):
+        if x is not None:
+            expect_type(x, (int, float), what=f"a statistic of {where}", path=path, fix=_AGAIN)
     expect_type(nonfinite, int, what=f"the non-finite count of {where}", path=path, fix=_AGAIN)
-    if samples is not None and (not isinstance(samples, bytes) or len(samples) % 16):
-        raise BadTraceError(f"{path} is corrupt: the per-sample digests of {where} are not 16-byte digests; {_AGAIN}")
-    return Event(step, idx, phase, name, dtype, dims, h, l2, mean, maxabs, nonfinite, bool(has_value),
-                 _split_digests(samples))
+    raise BadTraceError(f"{path} is corrupt: the per-sample digests of {where} are not 16-byte digests; {_AGAIN}")
 
 
 def _finished(db: ReadOnlyDB) -> bool:
@@ -331,6 +355,7 @@ class Trace:
             raise BadTraceError(f"{path} is corrupt: its status {shown(self.status, 40)!r} is not one of "
                                 f"{', '.join(STATUSES)}; {_AGAIN}")
         self._steps: list[int] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}   # shape text -> dims, decoded once
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | Trace) -> Trace:
@@ -364,7 +389,7 @@ class Trace:
         else:
             rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step = ? "
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
-        return [_event(r, self.path) for r in rows]
+        return [_event(r, self.path, self._shapes) for r in rows]
 
     def event_counts(self) -> dict[int, dict[str, int]]:
         """``{step: {phase: number of events}}`` of the committed steps, in one query."""
