@@ -130,6 +130,18 @@ def test_check_keep_traces_never_overwrites_a_users_file(tmp_path, np_script):
     _untouched(mine, digest)
 
 
+def test_doctor_keep_traces_never_overwrites_a_users_file(tmp_path, np_script):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    mine = kept / "01-baseline-1.trace"
+    mine.write_text("my own notes, named like doctor's first trace\n")
+    digest = sha(mine)
+    r = twinrun("doctor", "--keep-traces", kept, "--max-steps", 2, "--no-portability", np_script, cwd=tmp_path)
+    line = assert_one_line_error(r)
+    assert "01-baseline-1.trace" in line and "not a twinrun trace" in line
+    _untouched(mine, digest)
+
+
 def test_check_keep_traces_replaces_its_own_traces(tmp_path, np_script, made):
     kept = tmp_path / "kept"
     kept.mkdir()
