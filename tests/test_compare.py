@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 
 import numpy as np
 import pytest
 
+from helpers import run_twinrun
 from twinrun.comparison import Samples, diff, event_difference
 from twinrun.recording import record
 from twinrun.trace import Event, Trace, TraceWriter
@@ -287,3 +289,43 @@ def test_cli_diff_bad_input_is_one_line_and_exit_2(twinrun_cmd, base, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
         assert r.stdout == ""
+
+
+# --- twinrun diff --html -------------------------------------------------------------------------
+
+def island(page, ident="twinrun-document"):
+    """A JSON island of a report page (docs/reports.md)."""
+    html = page.read_text(encoding="utf-8")
+    return json.loads(re.search(rf'id="{ident}">(.*?)</script>', html, re.S).group(1))
+
+
+def test_cli_diff_html_writes_the_page_and_keeps_stdout_json(base, tmp_path):
+    other = train(tmp_path / "other.trace", grad_noise_at=2)
+    page = tmp_path / "diff.html"
+    r = run_twinrun("diff", base, other, "--json", "--html", page)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)  # stdout: the JSON document alone
+    assert island(page) == doc
+    assert f"twinrun diff: wrote {page}" in r.stderr
+    first = island(page, "twinrun-data")["map"]["first"]  # read from the two traces themselves
+    assert (first["step"], first["phase"], first["name"]) == (2, "grad", "classifier.weight")
+    before = page.read_bytes()
+    # Without --json: the terminal view on stdout; --quiet: no "wrote" line; the same bytes again.
+    r = run_twinrun("diff", base, other, "--html", page, "-q")
+    assert r.returncode == 1, r.stderr
+    assert "The runs part at step 2" in r.stdout and r.stderr == ""
+    assert page.read_bytes() == before
+
+
+def test_cli_diff_html_refuses_a_file_that_is_not_a_report(base, tmp_path):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    for path, words in [(notes, "not a twinrun report"), (tmp_path / "no" / "r.html", "does not exist"),
+                        (tmp_path, "is a folder")]:
+        r = run_twinrun("diff", base, base, "--html", path, "--json")
+        assert r.returncode == 2, (path, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
+    assert notes.read_text() == "<p>my notes</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html"]

@@ -42,7 +42,7 @@ def test_a_cut_off_and_an_empty_trace_say_so(tmp_path):
     empty = tmp_path / "empty.trace"
     TraceWriter(empty, {}).close("complete")
     r = run_twinrun("show", empty)
-    assert r.returncode == 0 and "0 steps recorded" in r.stdout and "no step was recorded" in r.stdout
+    assert r.returncode == 0 and "0 steps recorded" in r.stdout and "no training step was recorded" in r.stdout
     w.close("complete")
 
 

@@ -18,6 +18,8 @@ import os
 import sys
 import threading
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -30,7 +32,12 @@ from .comparison import Divergence, Structural, captured_phases, first_divergenc
 from .options import RecordOptions
 from .trace import DEFAULT_VALUE_BUDGET, DEFAULT_VALUE_THRESHOLD, PHASES, Event, Phase, Status, Trace, TraceWriter
 
-__all__ = ["Recorder", "StopRun", "active_recorder", "build_header", "record"]
+__all__ = ["MAX_OPEN_EVENTS", "Recorder", "StopRun", "active_recorder", "build_header", "no_step_reason", "record",
+           "step"]
+
+# A step that never ends (a program whose training loop twinrun does not recognise) would grow one
+# open transaction without bound: past this many events, its further events are dropped and counted.
+MAX_OPEN_EVENTS = 1_000_000
 
 
 class StopRun(BaseException):
@@ -90,6 +97,11 @@ class Recorder:
         self._adapters: list[Any] = []
         self._uninstall: list[Callable[[], None]] = []
         self._hooked: set[str] = set()
+        self._step_listeners: list[Callable[[], None]] = []
+        self._close_listeners: list[Callable[[], None]] = []
+        self.seen: Counter[str] = Counter()   # hooks that fired: what a run without a step reports
+        self.notes: list[str] = []
+        self.dropped = 0                      # events past MAX_OPEN_EVENTS in one step
         self._lock = threading.RLock()
         writer.set_meta("recorder", options.to_dict())
         _active.push_recorder(self)
@@ -114,6 +126,12 @@ class Recorder:
         if phase not in PHASES:
             raise UsageError(f"unknown trace phase {phase!r}; use one of {', '.join(PHASES)}")
         if not self.wants(phase):
+            return None
+        if len(self._events) >= MAX_OPEN_EVENTS:
+            self.dropped += 1
+            if self.dropped == 1:
+                self.note(f"step {self.step} passed {MAX_OPEN_EVENTS:,} events without ending: its further events "
+                          "are dropped; end steps with twinrun.step() if twinrun does not see them end")
             return None
         array, dtype = self._convert(value, name)
         with self._lock:
@@ -142,6 +160,21 @@ class Recorder:
         raise UsageError(f"cannot record {name!r}: a {type(value).__name__} is not a tensor of a loaded "
                          "framework, a NumPy array or a number")
 
+    # --- what hooks report ---
+    def add_step_listener(self, callback: Callable[[], None]) -> None:
+        self._step_listeners.append(callback)
+
+    def add_close_listener(self, callback: Callable[[], None]) -> None:
+        self._close_listeners.append(callback)
+
+    def saw(self, what: str) -> None:
+        self.seen[what] += 1
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            warnings.warn(f"twinrun: {text}", RuntimeWarning, stacklevel=3)
+
     # --- steps ---
     def end_step(self) -> None:
         """End the current step: commit it, compare it with ``against``, and count it.
@@ -152,6 +185,8 @@ class Recorder:
         with self._lock:
             if self.closed:
                 return
+            for listener in self._step_listeners:
+                listener()   # what the step still owes (the parameters of an update made by hand)
             step = self.step
             events, self._events, self._calls = self._events, [], {}
             if self.recording:
@@ -224,6 +259,11 @@ class Recorder:
         with self._lock:
             if self.closed:
                 return
+            for listener in self._close_listeners:   # a step still pending (the last update by hand)
+                try:
+                    listener()
+                except StopRun:
+                    pass
             self.closed = True
             while self._uninstall:
                 self._uninstall.pop()()
@@ -239,7 +279,51 @@ class Recorder:
                     status = Status.COMPLETE
             from . import frameworks
 
-            self.writer.close(status, meta={"frameworks": frameworks.used()})
+            self.writer.close(status, meta={"frameworks": frameworks.used(), "seen": dict(self.seen),
+                                            "notes": list(self.notes), "dropped": self.dropped})
+
+
+# What Recorder.saw() counts, in words: (one, many).
+_SEEN_WORDS = {
+    "root forward": ("forward call of a model", "forward calls of a model"),
+    "backward": ("backward pass", "backward passes"),
+    "optimizer step": ("optimizer step", "optimizer steps"),
+    "update without an optimizer": ("update of the parameters", "updates of the parameters"),
+    "twinrun.step()": ("twinrun.step() call", "twinrun.step() calls"),
+    "keras batch": ("Keras training batch", "Keras training batches"),
+    "tracer step": ("tracer step", "tracer steps"),
+}
+
+
+def no_step_reason(seen: dict[str, int]) -> str:
+    """Why a run recorded no step, from the hooks that fired, and what to do; one sentence."""
+    parts = []
+    for what, n in sorted(seen.items()):
+        one, many = _SEEN_WORDS.get(what, (what, what))
+        if n:
+            parts.append(f"{n:,} {one if n == 1 else many}")
+    fired = "; it saw " + ", ".join(parts) if parts else "; no hook of a framework fired"
+    return ("no training step was recorded: twinrun saw no optimizer step, Keras training batch, tracer step or "
+            "update of the parameters after a backward pass" + fired + ". End each step with "
+            "`twinrun.step()` (or use a torch.optim optimizer, Keras fit or twinrun.keras.Callback, "
+            "twinrun.jax.Tracer)")
+
+
+def step() -> None:
+    """End the current training step of the active recording (nothing without one).
+
+    For a training loop twinrun does not recognise on its own (no ``torch.optim`` optimizer, no Keras
+    ``fit``, no tracer): call it once at the end of each step. Under ``--max-steps N`` the N-th call
+    ends the script cleanly (``StopRun``).
+
+    >>> for x, y in batches:            # doctest: +SKIP
+    ...     update(model, x, y)
+    ...     twinrun.step()
+    """
+    rec = _active.recorder()
+    if rec is not None:
+        rec.saw("twinrun.step()")
+        rec.end_step()
 
 
 def _reference_and_options(options: RecordOptions | None,

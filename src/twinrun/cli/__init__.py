@@ -26,8 +26,10 @@ _MODULES = [
     "twinrun.cli.diff",
     "twinrun.cli.show",
     "twinrun.cli.doctor",
+    "twinrun.cli.probe",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
+    "twinrun.cli.report",
     "twinrun.cli.redact",
 ]
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ._output import emit_json
+from .report import add_html_argument, check_html, write_page
 from .views import render_comparison
 
 __all__ = ["register"]
@@ -17,14 +18,17 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "2 bad input (not a trace, or traces of different models).")
     p.add_argument("a", metavar="A.trace", help="first trace (e.g. from `twinrun run -o A.trace`)")
     p.add_argument("b", metavar="B.trace", help="second trace")
+    add_html_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..comparison import diff
 
+    check_html(args)
     c = diff(args.a, args.b)
     c.check_same_model()  # different models: one line, exit 2
+    write_page(args, "diff", c.to_dict(), a=args.a, b=args.b)
     if args.json:
         emit_json(c)
     else:

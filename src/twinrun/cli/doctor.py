@@ -7,6 +7,7 @@ from typing import Any
 
 from ._output import console, emit_json, progress
 from ._script import add_script_argument, whole_number
+from .report import add_html_argument, check_html, write_page
 
 __all__ = ["register"]
 
@@ -29,6 +30,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run that takes longer than this (exit 3)")
     p.add_argument("--keep-traces", metavar="DIR", default=None, help="keep every run's trace in DIR")
+    add_html_argument(p)
     add_script_argument(p, help="the Python training script")
     p.set_defaults(func=cmd_doctor)
 
@@ -36,9 +38,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor import diagnose
 
+    check_html(args)
     d = diagnose(args.script, args.script_args, max_steps=args.max_steps, against=args.against,
                  portability=not args.no_portability, parallel=args.parallel, timeout=args.timeout,
                  keep=args.keep_traces, progress=lambda m: progress(args, m))
+    write_page(args, "doctor", d.to_dict())
     if args.json:
         emit_json(d)
     else:

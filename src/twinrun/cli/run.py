@@ -16,6 +16,7 @@ from ..options import RunOptions, add_run_arguments, add_script_argument, positi
 from ..redact import redact_argv
 from ..runner import RunResult
 from ._output import console, emit_json, progress
+from .report import add_html_argument, check_html, write_page
 from .views import render_comparison
 
 __all__ = ["register"]
@@ -36,6 +37,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "name the first step, phase and layer where they part.")
     c.add_argument("--runs", metavar="N", default="2", help="how many runs to compare (default 2)")
     c.add_argument("--keep-traces", metavar="DIR", default=None, help="keep the traces in DIR")
+    add_html_argument(c)
     add_run_arguments(c)
     add_script_argument(c)
     c.set_defaults(func=cmd_check)
@@ -59,6 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             os.dup2(saved, 1)
             os.close(saved)
+    if result.stepless:   # the script ran, but its trace can be compared with nothing: say why, what to do
+        print(f"twinrun run: warning: {result.no_step_reason()}; the trace {result.trace_path} holds no step",
+              file=sys.stderr)
     if args.json:
         emit_json(result)
     else:
@@ -86,6 +91,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if runs < 2 and not against:
         raise UsageError(f"--runs must be at least 2 to compare runs, not {args.runs!r} "
                          "(or compare one run with a trace: --against REF.trace)")
+    check_html(args)
 
     if args.keep_traces:
         folder = _keep_folder(args.keep_traces, 1 if against else runs, options)
@@ -127,12 +133,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         comparisons = [diff(a, b) for a, b in pairs]
         identical = all(c.identical for c in comparisons)
-        if args.json:
-            lead = next((c for c in comparisons if not c.identical), comparisons[0])
-            doc = lead.to_dict()
+        if args.json or args.html is not None:
+            # The lead comparison: the first that parts (the page draws its two traces).
+            k = next((i for i, c in enumerate(comparisons) if not c.identical), 0)
+            doc = comparisons[k].to_dict()
             doc.update(identical=identical, script=str(script), args=redact_argv(options.args), against=against,
                        runs=[_run_info(r) for r in results], traces_kept=str(folder) if keep else None,
                        comparisons=[{**c.to_dict(), "a": str(a), "b": str(b)} for (a, b), c in zip(pairs, comparisons)])
+            # Written here, inside the try: the finally below deletes the temporary traces the page reads.
+            write_page(args, "check", doc, a=str(pairs[k][0]), b=str(pairs[k][1]))
+        if args.json:
             emit_json(doc)
         else:
             out = console()
@@ -177,6 +187,13 @@ def _run_line(i: int, n: int, r: RunResult) -> str:
 
 def _failure(args: argparse.Namespace, r: RunResult, i: int) -> int | None:
     """Exit code when run ``i`` did not produce a comparable trace, after telling the user why."""
+    if r.stepless:
+        # Two runs without a step cannot be compared: twinrun cannot tell, and says so.
+        why = r.no_step_reason()
+        if args.json:
+            emit_json({"identical": None, "no_step": True, "failed_run": i, "reason": why, "runs": [_run_info(r)]})
+        print(f"twinrun check: run {i} of the script: {why}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if r.exit_code in (EXIT_OK, EXIT_DIFFERENT) and r.status in ("complete", "stopped", "diverged"):
         return None
     if r.exit_code == EXIT_BAD_INPUT:
@@ -191,4 +208,7 @@ def _failure(args: argparse.Namespace, r: RunResult, i: int) -> int | None:
         emit_json({"identical": None, "script_failed": True, "failed_run": i, "runs": [_run_info(r)],
                    "stderr_tail": r.stderr[-4000:]})
     print(f"twinrun check: run {i} of the script {why}; its trace is kept at {r.trace_path}", file=sys.stderr)
+    if args.html is not None:
+        # Said even with --quiet: the file asked for does not appear.
+        print(f"twinrun check: no report written to {args.html}: no two runs to compare", file=sys.stderr)
     return EXIT_SCRIPT_FAILED

@@ -63,6 +63,8 @@ def summary(path: str | Path) -> dict[str, Any]:
             "python": _text(header.get("python")),
             "host": _text(host.get("hostname")),
             "divergence": t.meta("divergence"),
+            "seen": t.meta("seen") if isinstance(t.meta("seen"), dict) else None,
+            "notes": t.meta("notes") or [],
         }
 
 
@@ -93,9 +95,12 @@ def run(args: argparse.Namespace) -> int:
     if doc["status"] == "cut-off":
         out.print(Text("the run ended without closing its trace (killed or crashed): it holds the steps committed "
                        "before that", style="dim"))
-    if steps == 0:
-        out.print(Text("no step was recorded: twinrun saw no optimizer step, Keras training batch or "
-                       "twinrun.step() in this run (see `twinrun run --help`)"))
+    if steps == 0 and doc["status"] != "cut-off":
+        from ..recording import no_step_reason
+
+        out.print(Text(no_step_reason(doc["seen"] or {})))
+    for note in doc["notes"]:
+        out.print(Text(f"note: {note}", style="dim"))
     facts = [("script", doc["script"]), ("arguments", " ".join(map(str, doc["script_args"] or [])) or None),
              ("frameworks", ", ".join(doc["frameworks"] or []) or None), ("seed", doc["seed"]),
              ("captured", ", ".join(doc["capture"]) if doc["capture"] and len(doc["capture"]) < 8 else "every phase"),

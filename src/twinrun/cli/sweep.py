@@ -8,6 +8,7 @@ from .._display import shown
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from ._output import console, emit_json, progress
 from ._script import add_script_argument
+from .report import add_html_argument, check_html, write_page
 
 
 def register(sub, common) -> None:
@@ -41,6 +42,7 @@ def register(sub, common) -> None:
     c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     c.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_html_argument(c)
     c.set_defaults(func=_compare)
 
 
@@ -112,9 +114,11 @@ def _render_variance(con, variance: dict) -> None:
 def _compare(args) -> int:
     from ..sweep import compare_sweeps
 
+    check_html(args)
     progress(args, f"compare: bootstrapping {args.resamples} resamples ...")
     res = compare_sweeps(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
                           n_resamples=args.resamples, seed=args.seed)
+    write_page(args, "compare", res.to_dict(), a=args.a, b=args.b)
     if args.json:
         emit_json(res)
     elif not args.quiet:

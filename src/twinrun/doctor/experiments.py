@@ -147,7 +147,10 @@ def _slug(text: str) -> str:
 
 
 def _check_run(plan: Plan, copy: int, r: RunResult) -> None:
-    """A run that failed stops the diagnosis with exit 3, naming the experiment."""
+    """A run that failed stops the diagnosis with exit 3, naming the experiment; a run without a step
+    stops it with exit 2 (no cause can be read from runs that recorded nothing)."""
+    if r.steps == 0 and r.status in ("complete", "stopped") and r.exit_code in (0, 1, 2):
+        raise UsageError(f"cannot diagnose: in experiment '{plan.name}' the script ran but {r.no_step_reason()}")
     if r.status == "timeout":
         raise ScriptFailedError(f"the script did not finish in experiment '{plan.name}' ({plan.changed}), "
                                 f"run {copy}: killed after the time limit; raise --timeout or lower --max-steps")

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from ..seeding import Seeds
     from ..trace.events import Event
 
-__all__ = ["Adapter", "EnvVar", "FixWords", "Intervention", "InterventionContext", "RecorderLike", "Switch",
-           "Variant"]
+__all__ = ["Adapter", "Bits", "EnvVar", "FixWords", "Intervention", "InterventionContext", "LayerBits", "ProbeCall",
+           "ProbeSink", "RecorderLike", "Switch", "Variant"]
 
 
 class RecorderLike(Protocol):
@@ -45,6 +45,18 @@ class RecorderLike(Protocol):
               same_as: Event | None = None) -> Event | None: ...
 
     def end_step(self) -> None: ...
+
+    def add_step_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs as any step ends, before it is committed (to record what the step owes)."""
+
+    def add_close_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs as the recording closes (to end a step still pending)."""
+
+    def saw(self, what: str) -> None:
+        """Count a hook that fired (``"backward"``, ``"optimizer step"``): what a run without steps reports."""
+
+    def note(self, text: str) -> None:
+        """Say something the user should know about this recording (once; kept in the trace)."""
 
 
 @dataclass
@@ -237,6 +249,53 @@ class Adapter(ABC):
     def in_use(self) -> bool:
         """Whether the program has used the framework (imported is not always used: Keras imports JAX)."""
         return True
+
+    def install_probe(self, sink: ProbeSink, *, max_calls: int,
+                      threads: int | None = None) -> Callable[[], None] | None:
+        """Probe-recording mode (``twinrun probe SCRIPT``): hand ``sink.record`` each forward call of a
+        root model made without gradients, up to ``max_calls`` of them, as a :class:`ProbeCall` (and
+        ``sink.skip`` a line for each such call it does not record); set the framework's thread count
+        to ``threads`` first. Return the uninstall callable, or None where the framework has no
+        zero-code probe (Keras and JAX: ``twinrun.probe(fn, batch)``)."""
+        return None
+
+
+# An output array as bits: (the values as unsigned integers of the float's width, "float", or
+# "bfloat16" for its 16-bit patterns) or (int64 values, "int"); the first dimension is the batch.
+Bits = tuple[np.ndarray, str]
+# (a submodule's name, with "#k" for its k-th call; its output arrays), in the order produced.
+LayerBits = list[tuple[str, list[Bits]]]
+
+
+class ProbeCall(Protocol):
+    """One recorded no-grad forward call of a root model, as the probe-recording mode hands it over.
+
+    ``outputs``/``layers`` are the bits of the script's own call; ``run(start, stop)`` calls the
+    model again on rows ``[start, stop)`` of the same inputs (no gradients, the RNG state restored
+    after), with its submodules' outputs. ``inputs`` are the input arrays' bits and ``state`` a digest
+    of the parameters and buffers, so that calls recorded in other processes can be matched.
+    ``training``: the model is in training mode with submodules that compute otherwise then
+    (dropout, batch norm)."""
+
+    index: int
+    label: str
+    rows: int
+    threads: int | None           # the framework's thread count at the call
+    training: bool
+    state: str
+    outputs: list[Bits]
+    layers: LayerBits
+    inputs: list[Bits]
+
+    def run(self, start: int, stop: int) -> tuple[list[Bits], LayerBits]: ...
+
+
+class ProbeSink(Protocol):
+    """What the probe-recording mode hands its calls to (``twinrun.probes.child`` implements it)."""
+
+    def record(self, call: ProbeCall) -> None: ...
+
+    def skip(self, what: str) -> None: ...
 
 
 _ABSTRACT = sorted(name for name, value in inspect.getmembers(Adapter)

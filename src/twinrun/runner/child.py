@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..options import RunOptions
 from ..redact import redact_text
 from .result import RunResult
 
-__all__ = ["ScriptTimeout", "default_trace_path", "run_script"]
+__all__ = ["ScriptOutcome", "ScriptTimeout", "default_trace_path", "run_as_main", "run_script"]
 
 
 def default_trace_path() -> str:
@@ -119,49 +120,75 @@ def run_script(options: RunOptions) -> RunResult:
     result = RunResult(EXIT_OK, trace_path, "complete")
     header: dict[str, Any] = {"twinrun_command": list(sys.argv), "script": str(path),
                               "script_args": list(options.args)}
+    with recording.record(trace_path, header=header, options=options.record,
+                          protected=_protected(options)) as recorder:
+        try:
+            with _time_limit(options.timeout):
+                outcome = run_as_main(path, options.args, stop=recording.StopRun)
+        except ScriptTimeout:
+            outcome = ScriptOutcome(EXIT_SCRIPT_FAILED, f"timed out after {options.timeout:g} s (--timeout)")
+            result.stop_reason = "timeout"
+        if isinstance(outcome.stopped, recording.StopRun):
+            result.stop_reason = outcome.stopped.reason
+        # the script's exception text is stored and shown: secrets in it are redacted
+        result.exit_code, result.error = outcome.exit_code, outcome.error and redact_text(outcome.error)
+        if result.exit_code == EXIT_SCRIPT_FAILED:
+            recorder.close("failed")
+        else:
+            recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
+        result.steps = recorder.step   # after close: a last update by hand ends its step there
+        result.status = recorder.writer.status
+        result.seen = dict(recorder.seen)
+        if recorder.reference_error is not None:   # the reference changed under the run: bad input
+            raise BadTraceError(recorder.reference_error)
+        if recorder.divergence is not None:
+            result.divergence = recorder.divergence_record()
+            if result.exit_code == EXIT_OK:
+                result.exit_code = EXIT_DIFFERENT
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@dataclass(frozen=True)
+class ScriptOutcome:
+    """How a script run as ``__main__`` ended: exit code 0 or 3, ``"ExcType: message"`` when it failed,
+    and the ``stop`` exception that ended it early (if any)."""
+
+    exit_code: int
+    error: str | None = None
+    stopped: BaseException | None = None
+
+
+def run_as_main(path: Path, args: Sequence[str], *, stop: type[BaseException] | None = None) -> ScriptOutcome:
+    """Run ``path`` here as ``python path args`` would: same ``sys.argv``, ``__name__ == "__main__"``,
+    ``sys.path[0]`` the script's folder (both restored after). The script raising (or exiting
+    non-zero) prints its traceback without twinrun's frames and gives exit code 3; an exception of
+    type ``stop`` (a recorder's ``StopRun``) ends it cleanly and is returned in ``stopped``."""
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [str(path), *args]
+    if sys.path:
+        sys.path[0] = str(path.parent)
+    else:
+        sys.path.append(str(path.parent))
     try:
-        with recording.record(trace_path, header=header, options=options.record,
-                              protected=_protected(options)) as recorder:
-            sys.argv = [str(path), *options.args]
-            if sys.path:
-                sys.path[0] = str(path.parent)
-            else:
-                sys.path.append(str(path.parent))
-            try:
-                with _time_limit(options.timeout):
-                    runpy.run_path(str(path), run_name="__main__")
-            except ScriptTimeout:
-                result.exit_code, result.stop_reason = EXIT_SCRIPT_FAILED, "timeout"
-                result.error = f"timed out after {options.timeout:g} s (--timeout)"
-            except recording.StopRun as stop:
-                result.stop_reason = stop.reason
-            except SystemExit as e:
-                if e.code not in (None, 0):
-                    result.exit_code, result.error = EXIT_SCRIPT_FAILED, redact_text(f"SystemExit: {e.code}")
-                    if not isinstance(e.code, int):
-                        print(e.code, file=sys.stderr)
-            except Exception as e:  # noqa: BLE001 - a process boundary: the user's script failed (exit 3)
-                _print_user_traceback(e, path)
-                result.exit_code, result.error = EXIT_SCRIPT_FAILED, redact_text(f"{type(e).__name__}: {e}")
-            result.steps = recorder.step
-            if result.exit_code == EXIT_SCRIPT_FAILED:
-                recorder.close("failed")
-            else:
-                recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
-            result.status = recorder.writer.status
-            if recorder.reference_error is not None:   # the reference changed under the run: bad input
-                raise BadTraceError(recorder.reference_error)
-            if recorder.divergence is not None:
-                result.divergence = recorder.divergence_record()
-                if result.exit_code == EXIT_OK:
-                    result.exit_code = EXIT_DIFFERENT
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            if not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+            return ScriptOutcome(EXIT_SCRIPT_FAILED, f"SystemExit: {e.code}")
+    except BaseException as e:
+        if stop is not None and isinstance(e, stop):
+            return ScriptOutcome(EXIT_OK, stopped=e)
+        if not isinstance(e, Exception):
+            raise   # KeyboardInterrupt and the like: not the script's failure
+        _print_user_traceback(e, path)
+        return ScriptOutcome(EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}")
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
-    result.seconds = time.perf_counter() - t0
-    return result
+    return ScriptOutcome(EXIT_OK)
 
 
 def _protected(options: RunOptions) -> list[tuple[str, str | None]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from .._lifeline import anonymous_file
 from ..options import RunOptions, timeout_seconds
 from .result import RunResult
 
-__all__ = ["launch"]
+__all__ = ["launch", "launch_module"]
 
 
 def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
@@ -54,6 +54,19 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     options = options.replace(timeout=None)
     assert options.output is not None
 
+    done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=limit, cwd=cwd)
+    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
+    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
+                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+
+
+def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None = None,
+                  timeout: float | None = None,
+                  cwd: str | os.PathLike[str] | None = None) -> tuple[_process.ChildResult, list[dict[str, Any]]]:
+    """Run ``python -m <argv>`` in a fresh process (``_process.run``: its own process group, killed on
+    timeout) with this process's environment plus ``env`` (None removes a variable) and this twinrun
+    importable; return how it ended and what it reported through ``twinrun._channel``. The sibling of
+    :func:`launch` for children that are not ``twinrun run`` (the probe's)."""
     child_env = dict(os.environ)
     for k, v in (env or {}).items():
         if v is None:
@@ -64,30 +77,30 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     fd, report_path = anonymous_file("twinrun-report")   # no name on disk: nothing left if we are killed
     child_env[_channel.ENV] = report_path
     try:
-        done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
-                            timeout=limit)
+        done = _process.run([sys.executable, "-m", *argv], env=child_env, cwd=cwd, timeout=timeout)
         reports = _channel.read(report_path)
     finally:
         os.close(fd)
         if not report_path.startswith("/proc/"):
             Path(report_path).unlink(missing_ok=True)
-    status, steps, divergence = ("timeout", 0, None) if done.timed_out else _trace_facts(options.output)
-    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
-                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports)
+    return done, reports
 
 
-def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None]:
-    """The trace's status, committed steps and live divergence; ``missing`` when there is no readable trace."""
+def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None, dict[str, int]]:
+    """The trace's status, committed steps, live divergence and the hooks that fired; ``missing`` when
+    there is no readable trace."""
     from ..trace import Trace
 
     if not os.path.exists(path):
-        return "missing", 0, None
+        return "missing", 0, None, {}
     try:
         with Trace.open(path) as t:
             divergence = t.meta("divergence")
-            return t.status, len(t.steps()), divergence if isinstance(divergence, dict) else None
+            seen = t.meta("seen")
+            seen = {str(k): int(v) for k, v in seen.items() if isinstance(v, int)} if isinstance(seen, dict) else {}
+            return t.status, len(t.steps()), divergence if isinstance(divergence, dict) else None, seen
     except BadTraceError:
-        return "missing", 0, None
+        return "missing", 0, None, {}
 
 
 def _make_importable(env: dict[str, str]) -> None:

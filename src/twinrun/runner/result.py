@@ -30,6 +30,17 @@ class RunResult:
     stdout: str = ""
     stderr: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)   # hooks that fired (trace meta "seen")
+
+    @property
+    def stepless(self) -> bool:
+        """The script ran to its end (or was stopped) without completing one step twinrun could see."""
+        return self.exit_code in (0, 1) and self.status in ("complete", "stopped") and self.steps == 0
+
+    def no_step_reason(self) -> str:
+        from ..recording import no_step_reason
+
+        return no_step_reason(self.seen)
 
     def acts(self, kind: str = "intervention") -> list[dict[str, Any]]:
         """The reports of one kind (default: the interventions that acted), in order."""
@@ -38,4 +49,5 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {"exit_code": self.exit_code, "trace_path": self.trace_path, "status": self.status,
                 "steps": self.steps, "seconds": round(self.seconds, 3), "error": self.error,
-                "stop_reason": self.stop_reason, "divergence": self.divergence, "reports": list(self.reports)}
+                "stop_reason": self.stop_reason, "divergence": self.divergence, "reports": list(self.reports),
+                "seen": dict(self.seen)}

@@ -1,5 +1,6 @@
 """PyTorch adapter: seeding, determinism switches, environment facts, tensor conversion, recording hooks
-(``tracing``), data-loader seeding (``data``), the ``seed-loaders`` intervention (``interventions``)
+(``tracing``), probe recording and batch-invariant kernels (``probe``, ``batch_invariant``),
+data-loader seeding (``data``), the ``seed-loaders`` intervention (``interventions``)
 and the instruction-set reruns doctor can make (``portability``).
 
 Importing this package does not import torch: the adapter's class-level facts serve doctor in a
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Adapter, EnvVar, FixWords, Intervention, RecorderLike, Switch, Variant
+from ..base import Adapter, EnvVar, FixWords, Intervention, ProbeSink, RecorderLike, Switch, Variant
 
 __all__ = ["ADAPTER", "CUBLAS_WORKSPACE", "TorchAdapter"]
 
@@ -212,6 +213,12 @@ class TorchAdapter(Adapter):
         from .tracing import install
 
         return install(recorder)
+
+    def install_probe(self, sink: ProbeSink, *, max_calls: int, threads: int | None = None) -> Callable[[], None]:
+        """Record root models' no-grad forward calls for ``twinrun probe`` (``probe.ProbeRecorder``)."""
+        from .probe import ProbeRecorder
+
+        return ProbeRecorder(sink, max_calls=max_calls, threads=threads).install()
 
 
 ADAPTER = TorchAdapter

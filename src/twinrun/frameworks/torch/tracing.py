@@ -1,26 +1,33 @@
 """Recording PyTorch training with PyTorch's global hooks: no change to the user's code.
 
-What is recorded, per step (a step ends at ``optimizer.step()``), in program order:
+**Where a step ends**, whichever comes first: a ``torch.optim`` optimizer's ``step()`` (with or
+without a closure); ``twinrun.step()``; or, when the program has no optimizer step, the first
+in-place update of the recorded parameters after a backward pass (``p -= lr * p.grad`` under
+``torch.no_grad()``, ``p.data.add_(...)``), noticed at the next forward of a root model, the next
+backward, an explicit step or the end of the run.
+
+What is recorded, per step, in program order:
 
 - ``init``: every parameter of a root model, at its first recorded forward in step 0;
-- ``input``: the tensors passed to a root model (positional and keyword), digest per sample;
+- ``input``: the tensors passed to a root model (positional, and keywords that are named parameters
+  of its ``forward``: a trainer's extra keyword that only ``**kwargs`` takes is not an input),
+  with a digest per sample;
 - ``forward``: every module's output, named by its path in the root model (``features.0``); a
-  module called again in the same step gets a call index (``relu#1``, ``relu#2``);
+  module called again in the same step gets a call index (``relu#1``); a module built inside
+  ``forward`` is named by its class and call site (``CrossEntropyLoss@model.py:31``);
 - ``loss``: the tensor ``backward()`` is called on (``loss``, ``loss#1`` with accumulation);
-- ``grad``: each parameter's ``.grad`` at the optimizer's step pre-hook, named by parameter path,
-  in the order backward() finished them (last layer first), so the first differing gradient in
-  the trace is the first one computed;
-- ``param``: each parameter after the step; then the step ends (``recorder.end_step()``).
+- ``grad``: each parameter's gradient as soon as backward has accumulated it (a post-accumulate-grad
+  hook), so the trace holds them in the order backward finishes them (last layer first) and a
+  closure that runs backward inside ``optimizer.step(closure)`` records the same as a plain loop;
+  with several backward passes per step (accumulation, LBFGS) each is recorded (``w``, ``w#1``);
+- ``param``: each parameter after the update; then the step ends.
 
-A *root* is a module called while no other module's forward runs. Its own output is named by its
-class (``SmallCNN``); with several root models, the first keeps bare paths and the others are
-prefixed by their label (``Discriminator.fc``). Parameter-free roots (loss modules) are recorded by
-label only, without ``init``/``input``.
-
-Evaluation passes are not recorded: a root call made with grad disabled (``torch.no_grad()``,
-``inference_mode``) or with the root in ``eval()`` mode records nothing, and nothing inside it;
-neither do forwards re-run during ``backward()`` (activation checkpointing). Only the thread and
-process that installed the hooks record (DataLoader workers are not traced).
+Roots and names: ``naming``. Evaluation passes are not recorded: a root call made with grad disabled
+or with the root in ``eval()`` mode records nothing, and nothing inside it; neither do forwards re-run
+during ``backward()`` (activation checkpointing). Only the thread and process that installed the
+hooks record (DataLoader workers are not traced). A model wrapped by ``torch.compile`` runs as one
+graph: its inputs, loss, gradients and parameters are recorded, its layers' outputs are not (said
+once on stderr and in the trace).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -36,12 +44,16 @@ import torch
 from torch.nn.modules import module as _nn_module
 from torch.optim import optimizer as _optim
 
+from ..base import RecorderLike
+from .naming import Root, forward_parameters, tensors
+
 __all__ = ["TorchTracer", "install", "unwatch", "watch"]
 
 # A registry, documented: the models and optimizers the user limited recording to
 # (twinrun.torch.watch); empty = everything.
 _WATCHED_MODELS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 _WATCHED_OPTIMIZERS: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
+_SAMPLE = 8   # elements per parameter compared to notice an update that bypasses the version counter
 
 
 def watch(*objects: Any) -> None:
@@ -75,82 +87,64 @@ def unwatch() -> None:
     _WATCHED_OPTIMIZERS.clear()
 
 
-class _Root:
-    """A root module: its label, its modules' paths and its parameters' names."""
-
-    __slots__ = ("has_params", "initialised", "label", "modules", "prefix", "ref")
-
-    def __init__(self, module: torch.nn.Module, label: str, prefix: str):
-        self.ref = weakref.ref(module)
-        self.label = label
-        self.prefix = prefix
-        self.has_params = next(iter(module.parameters()), None) is not None
-        self.initialised = False
-        self.modules: dict[int, str] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        module = self.ref()
-        if module is not None:
-            self.modules = {id(m): path for path, m in module.named_modules()}
-
-    def name_of(self, module: torch.nn.Module) -> str:
-        path = self.modules.get(id(module))
-        if path is None:
-            self.refresh()  # a module added after the first call
-            path = self.modules.get(id(module))
-        if path is None:
-            # called inside the root's forward but not registered in it (e.g. a module kept in a list)
-            return f"{self.prefix}?{type(module).__name__}"
-        return self.label if path == "" else self.prefix + path
+def _compiled(module: torch.nn.Module) -> bool:
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
 
 
 class TorchTracer:
     """The installed hooks of one recorder. Use :func:`install`; call the returned function to remove."""
 
-    def __init__(self, recorder):
+    def __init__(self, recorder: RecorderLike):
         self.recorder = recorder
         self._pid = os.getpid()
         self._thread = threading.get_ident()
         # One frame per running module forward: (module, root or None, recording?)
-        self._stack: list[tuple[torch.nn.Module, _Root | None, bool]] = []
-        self._roots: dict[int, _Root] = {}
+        self._stack: list[tuple[torch.nn.Module, Root | None, bool]] = []
+        self._roots: dict[int, Root] = {}
         self._labels: set[str] = set()
-        self._first_model: _Root | None = None
+        self._first_model: Root | None = None
         # id(param) -> (weakref, name): an id is reused once a model is freed (folds, ensembles), so an
         # entry counts only while its weakref still points at the very same parameter.
-        self._param_names: dict[int, tuple[weakref.ref, str]] = {}
+        self._params: dict[int, tuple[weakref.ref[torch.Tensor], str]] = {}
+        self._hooked: dict[int, weakref.ref[torch.Tensor]] = {}
         self._in_backward = 0
-        self._grad_order: dict[int, int] = {}   # id(param) -> when backward last accumulated its grad
-        self._grad_seq = 0
-        self._order_grads = True
         self._known: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()  # names known (names-only mode)
-        self._seen: dict[int, tuple] = {}     # id(tensor) -> (weakref, version, Event), this step
-        self._hooked_params: dict[int, weakref.ref] = {}
-        self._handles: list = []
-        self._orig_backward: Callable | None = None
+        self._seen: dict[int, tuple[Any, ...]] = {}     # id(tensor) -> (weakref, version, Event), this step
+        self._handles: list[Any] = []
+        self._orig_backward: Callable[..., Any] | None = None
+        self._patched_backward: Callable[..., Any] | None = None
+        # The step model without an optimizer: a backward pass happened since the step began, and
+        # the parameters as they were when it ended (version counter and a few elements each).
+        self._backward_done = False
+        self._snapshot: dict[int, tuple[weakref.ref[torch.Tensor], int | None, torch.Tensor | None]] = {}
+        self._grads_this_step: set[int] = set()
+        self._new_hooks: set[int] = set()    # parameters first hooked in this step (by the optimizer)
+        self._in_optimizer_step = 0          # LBFGS updates parameters between closure calls
+        self._optimizer_steps = 0            # once an optimizer ends steps, updates are its business
+        self._compiled_noted: set[str] = set()
 
     # --- life cycle ------------------------------------------------------------------------------
     def install(self) -> Callable[[], None]:
         capture = set(self.recorder.capture)
-        self._order_grads = "grad" in capture
         if capture & {"init", "input", "forward"}:
             module_hooks = [
                 _nn_module.register_module_forward_pre_hook(self._pre_forward),
                 _nn_module.register_module_forward_hook(self._post_forward, always_call=True),
             ]
         else:
-            # Only gradients/parameters wanted: one cheap pre-hook that learns the models' names.
+            # Only gradients/parameters wanted: a cheaper pre-hook that learns the models' names.
             module_hooks = [_nn_module.register_module_forward_pre_hook(self._learn_names)]
         self._handles = [
             *module_hooks,
             _optim.register_optimizer_step_pre_hook(self._pre_step),
             _optim.register_optimizer_step_post_hook(self._post_step),
         ]
-        if capture & {"loss", "init", "input", "forward"}:  # also marks forwards re-run in backward
-            self._orig_backward = torch.autograd.backward
-            self._patched_backward = self._backward  # one bound method, so uninstall can check it is ours
-            torch.autograd.backward = self._patched_backward
+        # backward() is wrapped to record the loss and to notice a training loop without an optimizer.
+        self._orig_backward = torch.autograd.backward
+        self._patched_backward = self._backward  # one bound method, so uninstall can check it is ours
+        torch.autograd.backward = self._patched_backward  # type: ignore[assignment]
+        self.recorder.add_step_listener(self._before_step_end)
+        self.recorder.add_close_listener(self._manual_step_end)
         return self.uninstall
 
     def uninstall(self) -> None:
@@ -179,11 +173,18 @@ class TorchTracer:
         if ev is not None and same is None:
             version = _version(value)
             if version is not None:
-                if len(self._seen) > 4096:  # steps that never end (no optimizer): stay bounded
+                if len(self._seen) > 4096:  # a step with very many tensors: stay bounded
                     self._seen.clear()
                 self._seen[id(value)] = (weakref.ref(value), version, ev)
 
-    def _root_for(self, module: torch.nn.Module) -> _Root:
+    def _same(self, t: torch.Tensor) -> Any:
+        """The event already recorded this step from this very tensor, if it has not changed since."""
+        seen = self._seen.get(id(t))
+        if seen is not None and seen[0]() is t and seen[1] == _version(t):
+            return seen[2]
+        return None
+
+    def _root_for(self, module: torch.nn.Module) -> Root:
         root = self._roots.get(id(module))
         if root is not None and root.ref() is module:
             return root
@@ -194,31 +195,56 @@ class TorchTracer:
         self._labels.add(label)
         has_params = next(iter(module.parameters()), None) is not None
         first = has_params and self._first_model is None
-        root = _Root(module, label, "" if first else label + ".")
+        root = Root(module, label, "" if first else label + ".")
         if first:
             self._first_model = root
         self._roots[id(module)] = root
         if has_params:
             for path, p in module.named_parameters():
                 if self._param_name(p) is None:
-                    self._param_names[id(p)] = (weakref.ref(p), root.prefix + path)
-                hooked = self._hooked_params.get(id(p))
-                if self._order_grads and (hooked is None or hooked() is not p) and p.requires_grad:
-                    self._hooked_params[id(p)] = weakref.ref(p)
-                    self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
+                    self._params[id(p)] = (weakref.ref(p), root.prefix + path)
+                self._hook(p)
+        if _compiled(module) and label not in self._compiled_noted:
+            self._compiled_noted.add(label)
+            self.recorder.note(f"`{label}` is compiled with torch.compile: its inputs, loss, gradients and "
+                               "parameters are recorded; the outputs of its layers, inside the compiled graph, "
+                               "are not")
         return root
 
-    def _param_name(self, p) -> str | None:
-        entry = self._param_names.get(id(p))
+    def _hook(self, p: torch.Tensor) -> bool:
+        """Record ``p``'s gradient when backward accumulates it; True when newly hooked."""
+        hooked = self._hooked.get(id(p))
+        if (hooked is not None and hooked() is p) or not p.requires_grad:
+            return False
+        self._hooked[id(p)] = weakref.ref(p)
+        self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
+        return True
+
+    def _param_name(self, p: torch.Tensor) -> str | None:
+        entry = self._params.get(id(p))
         return entry[1] if entry is not None and entry[0]() is p else None
 
-    def _accumulated(self, p) -> None:
-        if self._here():
-            self._grad_seq += 1
-            self._grad_order[id(p)] = self._grad_seq
+    def _tracked(self) -> list[tuple[str, torch.Tensor]]:
+        """The parameters of the root models, by name (the ones a step without an optimizer records)."""
+        out = []
+        for ref, name in list(self._params.values()):
+            p = ref()
+            if p is not None:
+                out.append((name, p))
+        return out
+
+    # --- gradients, as backward produces them ----------------------------------------------------
+    def _accumulated(self, p: torch.Tensor) -> None:
+        if not self._here():
+            return
+        self._grads_this_step.add(id(p))
+        if self._wants("grad") and p.grad is not None:
+            name = self._param_name(p) or self._optimizer_name(p)
+            g = p.grad
+            self._event("grad", name, g.to_dense() if g.is_sparse else g)
 
     # --- module hooks ----------------------------------------------------------------------------
-    def _pre_forward(self, module, args):
+    def _pre_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if not self._here():
             return None
         stack = self._stack
@@ -233,16 +259,24 @@ class TorchTracer:
             stack.append((module, None, False))
             return None
         recording = torch.is_grad_enabled() and module.training
+        if recording:
+            self.recorder.saw("root forward")
+            self._manual_step_end()   # the update of the step before, made without an optimizer
         root = self._root_for(module) if recording else None
         stack.append((module, root, recording))
         if root is not None and root.has_params:
             self._on_root_call(module, root, args)
         return None
 
-    def _learn_names(self, module, args):
+    def _learn_names(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         """Names-only pre-hook (no init/input/forward captured): the first module with parameters
         seen outside any known model becomes a root; its modules are known from then on."""
-        if module in self._known or not self._here():
+        if not self._here():
+            return None
+        if torch.is_grad_enabled() and module.training and not self._in_backward and not self._inside_known(module):
+            self.recorder.saw("root forward")
+            self._manual_step_end()
+        if module in self._known:
             return None
         if _WATCHED_MODELS and module not in _WATCHED_MODELS:
             return None
@@ -251,7 +285,11 @@ class TorchTracer:
             self._root_for(module)
         return None
 
-    def _on_root_call(self, module, root: _Root, args) -> None:
+    def _inside_known(self, module: torch.nn.Module) -> bool:
+        root = self._roots.get(id(module))
+        return module in self._known and (root is None or root.ref() is not module)
+
+    def _on_root_call(self, module: torch.nn.Module, root: Root, args: tuple[Any, ...]) -> None:
         rec = self.recorder
         if not root.initialised:
             root.initialised = True
@@ -262,25 +300,24 @@ class TorchTracer:
             return
         # The global pre-hook gets no keyword arguments; read them from the calling frame
         # (Module._call_impl's inner()), which holds them as a local.
-        kwargs: dict[str, Any] = {}
+        kwargs: Any = {}
         try:
             kwargs = sys._getframe(2).f_locals.get("kwargs") or {}
         except (ValueError, AttributeError):  # pragma: no cover - other interpreters
             pass
-        names = _arg_names(module)
+        positional, named = forward_parameters(module)
         for i, a in enumerate(args):
-            argname = names[i] if i < len(names) else f"arg{i}"
-            self._record_inputs(root, argname, a)
+            self._record_inputs(root, positional[i] if i < len(positional) else f"arg{i}", a)
         if isinstance(kwargs, dict):
             for k, v in kwargs.items():
-                self._record_inputs(root, k, v)
+                if "*" in named or k in named:
+                    self._record_inputs(root, k, v)
 
-    def _record_inputs(self, root: _Root, name: str, value) -> None:
-        for suffix, t in _tensors(value):
-            full = f"{root.prefix}{name}{suffix}"
-            self._event("input", full, t, per_sample=t.dim() > 0)
+    def _record_inputs(self, root: Root, name: str, value: Any) -> None:
+        for suffix, t in tensors(value):
+            self._event("input", f"{root.prefix}{name}{suffix}", t, per_sample=t.dim() > 0)
 
-    def _post_forward(self, module, args, output):
+    def _post_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if not self._here() or not self._stack:
             return None
         stack = self._stack
@@ -292,126 +329,158 @@ class TorchTracer:
         _, root, recording = stack.pop()
         if root is not None and recording and output is not None and self._wants("forward"):
             name = root.name_of(module)
-            for suffix, t in _tensors(output):
+            for suffix, t in tensors(output):
                 self._event("forward", name + suffix, t)
         return None
 
-    def _same(self, t: torch.Tensor):
-        """The event already recorded this step from this very tensor, if it has not changed since."""
-        seen = self._seen.get(id(t))
-        if seen is not None and seen[0]() is t and seen[1] == _version(t):
-            return seen[2]
-        return None
-
     # --- backward --------------------------------------------------------------------------------
-    def _backward(self, tensors, *args, **kwargs):
-        if self._here() and not self._in_backward and self._wants("loss"):
-            t = tensors if isinstance(tensors, torch.Tensor) else next(
-                (x for x in tensors if isinstance(x, torch.Tensor)), None)
-            if t is not None:
-                self._event("loss", "loss", t)
+    def _backward(self, tensors_: Any, *args: Any, **kwargs: Any) -> Any:
+        outer = self._here() and not self._in_backward
+        if outer:
+            self.recorder.saw("backward")
+            self._manual_step_end()
+            if self._wants("loss"):
+                t = tensors_ if isinstance(tensors_, torch.Tensor) else next(
+                    (x for x in tensors_ if isinstance(x, torch.Tensor)), None)
+                if t is not None:
+                    self._event("loss", "loss", t)
         self._in_backward += 1
         try:
             assert self._orig_backward is not None
-            return self._orig_backward(tensors, *args, **kwargs)
+            return self._orig_backward(tensors_, *args, **kwargs)
         finally:
             self._in_backward -= 1
+            if outer:
+                self._backward_done = True
+                self._take_snapshot()
+
+    # --- a step without an optimizer -------------------------------------------------------------
+    def _take_snapshot(self) -> None:
+        """The recorded parameters as backward left them: version counter and a few elements each
+        (``p.data`` updates do not move the version counter)."""
+        if self._optimizer_steps or self._in_optimizer_step:
+            return
+        snap = {}
+        for _, p in self._tracked():
+            snap[id(p)] = (weakref.ref(p), _version(p), _sample(p))
+        self._snapshot = snap
+
+    def _updated(self) -> bool:
+        for ref, version, sample in self._snapshot.values():
+            p = ref()
+            if p is None:
+                continue
+            if _version(p) != version:
+                return True
+            now = _sample(p)
+            if sample is not None and now is not None and not torch.equal(now, sample):
+                return True
+        return False
+
+    def _manual_step_end(self) -> None:
+        """End the step when, since the last backward, the parameters were updated without an optimizer
+        (at the next root forward, the next backward, and when the recording closes)."""
+        if self._optimizer_steps or self._in_optimizer_step or not self._backward_done:
+            return
+        if self._updated():
+            self.recorder.saw("update without an optimizer")
+            self.recorder.end_step()   # records the parameters first (_before_step_end); may raise StopRun
+
+    def _before_step_end(self) -> None:
+        """Called by the recorder as any step ends: a step that no optimizer ended (an update by hand,
+        ``twinrun.step()``) records the parameters here."""
+        if self._backward_done and self._wants("param"):
+            for name, p in self._tracked():
+                self._event("param", name, p)
+        self._reset_step()
+
+    def _reset_step(self) -> None:
+        self._backward_done = False
+        self._snapshot = {}
+        self._grads_this_step.clear()
+        self._new_hooks.clear()
+        self._seen.clear()
 
     # --- optimizer hooks -------------------------------------------------------------------------
-    def _params_of(self, optimizer) -> list[tuple[str, torch.Tensor]]:
+    def _params_of(self, optimizer: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
         out = []
-        watched_params = None
-        if _WATCHED_MODELS:
-            watched_params = {id(p) for m in _WATCHED_MODELS for p in m.parameters()}
-        for g, group in enumerate(optimizer.param_groups):
-            for i, p in enumerate(group["params"]):
-                if watched_params is not None and id(p) not in watched_params:
+        watched = {id(p) for m in _WATCHED_MODELS for p in m.parameters()} if _WATCHED_MODELS else None
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if watched is not None and id(p) not in watched:
                     continue
-                name = self._param_name(p)
-                if name is None:
-                    name = self._unnamed_param(optimizer, p, g, i)
-                out.append((name, p))
+                out.append((self._param_name(p) or self._optimizer_name(p, optimizer), p))
         return out
 
-    def _unnamed_param(self, optimizer, p, g: int, i: int) -> str:
+    def _optimizer_name(self, p: torch.Tensor, optimizer: torch.optim.Optimizer | None = None) -> str:
         # A parameter of a model never called at the top level (or not yet): look it up in the
-        # watched models, else name it by its place in the optimizer.
+        # watched models, else name it by its place in its optimizer.
         for m in list(_WATCHED_MODELS):
             for path, q in m.named_parameters():
                 if q is p:
                     return path
-        return f"{type(optimizer).__name__}.param_groups.{g}.{i}"
+        for opt in [optimizer] if optimizer is not None else []:
+            for g, group in enumerate(opt.param_groups):
+                for i, q in enumerate(group["params"]):
+                    if q is p:
+                        return f"{type(opt).__name__}.param_groups.{g}.{i}"
+        return f"param@{id(p):x}"
 
-    def _counts(self, optimizer) -> bool:
+    def _counts(self, optimizer: torch.optim.Optimizer) -> bool:
         if not self._here():
             return False
         return not _WATCHED_OPTIMIZERS or optimizer in _WATCHED_OPTIMIZERS
 
-    def _pre_step(self, optimizer, args, kwargs):
-        if not self._counts(optimizer) or not self._wants("grad"):
-            return None
-        params = self._params_of(optimizer)
-        order, last = self._grad_order, 1 << 62
-        # Sorted by when backward() finished each gradient; parameters it never reached keep their place.
-        params = [x for _, _, x in sorted(
-            (order.get(id(p), last), i, (name, p)) for i, (name, p) in enumerate(params))]
-        for name, p in params:
-            g = p.grad
-            if g is not None:
-                self._event("grad", name, g.to_dense() if g.is_sparse else g)
-        return None
-
-    def _post_step(self, optimizer, args, kwargs):
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self._counts(optimizer):
             return None
+        self._in_optimizer_step += 1
+        # Parameters no root model showed (used functionally): hook them now, so that a closure's
+        # backward records them; this step's, computed before the hook, are read after the step.
+        for _, p in self._params_of(optimizer):
+            if self._hook(p):
+                self._new_hooks.add(id(p))
+        return None
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._counts(optimizer):
+            return None
+        self.recorder.saw("optimizer step")
+        self._in_optimizer_step = max(0, self._in_optimizer_step - 1)
+        self._optimizer_steps += 1
+        params = self._params_of(optimizer)
+        if self._wants("grad"):
+            for name, p in params:
+                if id(p) in self._new_hooks and id(p) not in self._grads_this_step and p.grad is not None:
+                    g = p.grad
+                    self._event("grad", name, g.to_dense() if g.is_sparse else g)
         if self._wants("param"):
-            for name, p in self._params_of(optimizer):
+            for name, p in params:
                 self._event("param", name, p)
-        self._grad_order.clear()
-        self._seen.clear()
+        self._backward_done = False   # the parameters are recorded: no listener records them again
         self.recorder.end_step()  # may raise StopRun (a BaseException): it ends the user's script
         return None
 
 
 def _version(t: torch.Tensor) -> int | None:
     try:
-        return t._version
+        return int(t._version)
     except RuntimeError:  # inference tensors have no version counter
         return None
 
 
-def install(recorder) -> Callable[[], None]:
+def _sample(p: torch.Tensor) -> torch.Tensor | None:
+    """A few elements spread over ``p``, copied (to notice a ``p.data`` update)."""
+    n = p.numel()
+    if n == 0 or p.is_sparse:
+        return None
+    flat = p.detach().reshape(-1)
+    step = max(1, n // _SAMPLE)
+    return flat[::step][:_SAMPLE].clone()
+
+
+def install(recorder: RecorderLike) -> Callable[[], None]:
     """Hook PyTorch so that ``recorder`` sees every step; return the function that removes the hooks."""
-    return TorchTracer(recorder).install()
-
-
-_ARGNAMES: weakref.WeakKeyDictionary[type, list[str]] = weakref.WeakKeyDictionary()
-
-
-def _arg_names(module) -> list[str]:
-    """Names of ``module.forward``'s positional parameters, so inputs are named like ``x``."""
-    cls = type(module)
-    names = _ARGNAMES.get(cls)
-    if names is None:
-        import inspect
-
-        try:
-            params = inspect.signature(module.forward).parameters.values()
-            names = [p.name for p in params
-                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        except (TypeError, ValueError):
-            names = []
-        _ARGNAMES[cls] = names
-    return names
-
-
-def _tensors(value, suffix: str = "", depth: int = 0):
-    """(suffix, tensor) for each tensor in a tensor, tuple, list or dict (``[0]``, ``[logits]``)."""
-    if isinstance(value, torch.Tensor):
-        yield suffix, value
-    elif depth < 4 and isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            yield from _tensors(v, f"{suffix}[{i}]", depth + 1)
-    elif depth < 4 and isinstance(value, dict):
-        for k, v in value.items():
-            yield from _tensors(v, f"{suffix}[{k}]", depth + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns about global hooks when compiled modules run
+        return TorchTracer(recorder).install()
