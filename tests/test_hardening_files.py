@@ -183,6 +183,22 @@ def test_sweep_o_refuses_a_file_that_is_not_a_results_file(tmp_path, made, kind)
     _untouched(target, digest)
 
 
+@pytest.mark.parametrize("what", ["fifo", "notes", "folder"])
+def test_html_refuses_what_is_not_a_report_and_never_blocks(tmp_path, made, what):
+    target = tmp_path / "page.html"
+    if what == "fifo":
+        os.mkfifo(target)
+    elif what == "notes":
+        target.write_text("<!DOCTYPE html><p>my own page</p>\n")
+    else:
+        target.mkdir()
+    r = twinrun("diff", "--html", target, made["trace"], made["trace"], cwd=tmp_path, timeout=60)
+    line = assert_one_line_error(r)
+    assert "page.html" in line
+    if what == "notes":
+        assert target.read_text() == "<!DOCTYPE html><p>my own page</p>\n"
+
+
 # --- never onto the reference --------------------------------------------------------------------------------
 
 def test_run_against_r_o_r_is_refused(tmp_path, np_script, made):

@@ -49,6 +49,7 @@ from typing import IO
 from ._errors import TwinrunError, UsageError
 
 __all__ = [
+    "REPORT_MARKER",
     "Kind",
     "atomic_write",
     "check_target",
@@ -63,6 +64,8 @@ __all__ = [
 # A JSON fingerprint larger than this is not one of ours (real ones are tens of KB).
 _MAX_JSON_BYTES = 16 * 2**20
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# The first bytes of every HTML report (twinrun.report writes them; its _page.MARKER is this text).
+REPORT_MARKER = b"<!DOCTYPE html>\n<!-- twinrun report"
 # SQLite's side files: the WAL starts with 0x377f0682 or 0x377f0683 (big-endian), a rollback
 # journal with d9d505f920a163d7, the WAL index (-shm) with its version 3007000 (native order).
 _WAL_MAGICS = (bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
@@ -76,11 +79,12 @@ class Kind(enum.StrEnum):
     TRACE = "trace"
     ENV = "env"
     RESULTS = "results"
+    REPORT = "report"
 
     @property
     def label(self) -> str:
         return {"trace": "twinrun trace", "env": "twinrun env fingerprint (JSON)",
-                "results": "twinrun sweep results file"}[self.value]
+                "results": "twinrun sweep results file", "report": "twinrun report"}[self.value]
 
 
 def identify(path: str | os.PathLike) -> Kind | None:
@@ -95,12 +99,14 @@ def identify(path: str | os.PathLike) -> Kind | None:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
-            head = os.pread(fd, 16, 0)
+            head = os.pread(fd, len(REPORT_MARKER), 0)
         finally:
             os.close(fd)
     except OSError:
         return None
-    if head == _SQLITE_MAGIC:
+    if head.startswith(REPORT_MARKER):
+        return Kind.REPORT
+    if head[:16] == _SQLITE_MAGIC:
         return _identify_sqlite(p)
     if head.lstrip()[:1] == b"{" and st.st_size <= _MAX_JSON_BYTES:
         return _identify_json(p)
@@ -192,7 +198,7 @@ def check_target(path: str | os.PathLike, kind: Kind, *,
 
 
 def _suffix(kind: Kind) -> str:
-    return {Kind.TRACE: "trace", Kind.ENV: "json", Kind.RESULTS: "db"}[kind]
+    return {Kind.TRACE: "trace", Kind.ENV: "json", Kind.RESULTS: "db", Kind.REPORT: "html"}[kind]
 
 
 def _special(mode: int) -> str:
