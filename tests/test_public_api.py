@@ -9,10 +9,10 @@ import sys
 import twinrun
 
 EXPECTED = [
-    "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError", "ProbeReport",
-    "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
+    "BadLockError", "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
+    "ProbeReport", "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
     "__version__", "batch_invariant", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "numerics",
-    "probe", "record", "seed_everything", "step",
+    "probe", "record", "replicas", "seed_everything", "step",
 ]
 
 

@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 from ._errors import (
+    BadLockError,
     BadResultsError,
     BadTraceError,
     FrameworkMissingError,
@@ -36,6 +37,7 @@ _LAZY = {
     "step": "twinrun.recording",
     "Comparison": "twinrun.comparison",
     "diff": "twinrun.comparison",
+    "replicas": "twinrun.comparison.replicas",
     "compare_sweeps": "twinrun.sweep",
     "log_metric": "twinrun.metrics",
     "probe": "twinrun.probes",
@@ -47,6 +49,7 @@ _LAZY = {
 _SUBMODULES = {"numerics"}
 
 __all__ = [
+    "BadLockError",
     "BadResultsError",
     "BadTraceError",
     "Comparison",
@@ -69,6 +72,7 @@ __all__ = [
     "numerics",
     "probe",
     "record",
+    "replicas",
     "seed_everything",
     "step",
 ]

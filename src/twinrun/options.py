@@ -30,8 +30,8 @@ from .seeding import seed_value
 from .trace.events import PHASES, Phase
 
 __all__ = ["MAX_RESAMPLES", "MAX_SEEDS", "MAX_THREADS", "MAX_TIMEOUT", "RecordOptions", "RunOptions",
-           "add_record_arguments", "add_run_arguments", "add_script_argument", "check_script", "parse_capture",
-           "positive_int", "seed_value", "timeout_seconds"]
+           "add_nproc_argument", "add_record_arguments", "add_run_arguments", "add_script_argument", "check_lock",
+           "check_script", "parse_capture", "positive_int", "seed_value", "timeout_seconds"]
 
 # Upper bounds, each far above any real use and far below what breaks: 100,000 OpenMP threads crash
 # PyTorch; a billion seeds or a trillion bootstrap resamples fill memory before anything runs; a
@@ -110,6 +110,16 @@ def parse_capture(capture: str | Iterable[str] | None) -> tuple[Phase, ...]:
     return tuple(p for p in PHASES if p in items)
 
 
+def check_lock(lock: str | os.PathLike[str]) -> Path:
+    """The lock file's absolute path, or a one-line :class:`UsageError` when there is no such file."""
+    p = Path(lock)
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise UsageError(f"lock (--lock) {str(lock)!r} {what}; give a uv.lock, pylock.toml or requirements.txt "
+                         "(write one with: twinrun env freeze -o requirements.lock.txt)")
+    return p.resolve()
+
+
 def check_script(script: str | os.PathLike[str]) -> Path:
     """The script's absolute path, or a one-line :class:`UsageError` when it is not a Python file."""
     p = Path(script)
@@ -171,6 +181,8 @@ class RunOptions:
     deterministic: bool = False                   # twinrun.deterministic() before the script
     threads: int | None = None                    # twinrun.deterministic(threads=N) before the script
     interventions: tuple[str, ...] = ()           # twinrun.interventions applied before the script
+    nproc: int | None = None                      # launch N ranks through torch.distributed (--nproc)
+    lock: str | None = None                       # the environment lock whose sha256 the trace header carries
     timeout: float | None = None                  # end the script (exit 3) after this many seconds
 
     def __post_init__(self) -> None:
@@ -182,6 +194,9 @@ class RunOptions:
             object.__setattr__(self, "seed", seed_value(self.seed))
         object.__setattr__(self, "threads", positive_int("threads", self.threads, maximum=MAX_THREADS))
         object.__setattr__(self, "interventions", _intervention_names(self.interventions))
+        object.__setattr__(self, "nproc", positive_int("nproc", self.nproc))
+        if self.lock is not None:
+            object.__setattr__(self, "lock", str(check_lock(self.lock)))
         object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
 
     @classmethod
@@ -190,14 +205,16 @@ class RunOptions:
                every: int | str = 1, max_steps: int | str | None = None,
                against: str | os.PathLike[str] | None = None, keep_going: bool = False,
                seed: int | str | None = None, deterministic: bool = False, threads: int | str | None = None,
-               interventions: str | Iterable[str] = (), timeout: float | str | None = None) -> RunOptions:
+               interventions: str | Iterable[str] = (), nproc: int | str | None = None,
+               lock: str | os.PathLike[str] | None = None, timeout: float | str | None = None) -> RunOptions:
         """Options from Python values or command-line text, validated (one-line ``UsageError``)."""
         rec = RecordOptions.create(capture=capture, every=every, max_steps=max_steps, against=against,
                                    keep_going=keep_going)
         names = interventions.split(",") if isinstance(interventions, str) else list(interventions)
         return cls(str(script), tuple(map(str, args)), None if output is None else str(output), rec,
                    None if seed is None else seed_value(seed), bool(deterministic),
-                   positive_int("threads", threads, maximum=MAX_THREADS), tuple(names), timeout_seconds(timeout))
+                   positive_int("threads", threads, maximum=MAX_THREADS), tuple(names), positive_int("nproc", nproc),
+                   None if lock is None else str(lock), timeout_seconds(timeout))
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with some fields changed (``record`` fields by name too: ``max_steps=3``)."""
@@ -231,6 +248,10 @@ class RunOptions:
             argv.append("--keep-going")
         if self.interventions:
             argv += ["--intervene", ",".join(self.interventions)]
+        if self.nproc is not None:
+            argv += ["--nproc", str(self.nproc)]
+        if self.lock is not None:
+            argv += ["--lock", self.lock]
         if self.timeout is not None:
             argv += ["--timeout", repr(self.timeout)]
         return [*argv, self.script, "--", *self.args]
@@ -250,14 +271,16 @@ class RunOptions:
         values: dict[str, Any] = dict(
             output=getattr(ns, "output", None), capture=ns.capture, every=ns.every, max_steps=ns.max_steps,
             against=ns.against, keep_going=ns.keep_going, seed=ns.seed, deterministic=ns.deterministic,
-            threads=ns.threads, interventions=ns.intervene or (), timeout=getattr(ns, "timeout", None))
+            threads=ns.threads, interventions=ns.intervene or (), nproc=getattr(ns, "nproc", None),
+            lock=getattr(ns, "lock", None), timeout=getattr(ns, "timeout", None))
         values.update(overrides)
         return cls.create(ns.script, ns.script_args, **values)
 
     def to_dict(self) -> dict[str, Any]:
         return {"script": self.script, "args": list(self.args), "output": self.output,
                 "record": self.record.to_dict(), "seed": self.seed, "deterministic": self.deterministic,
-                "threads": self.threads, "interventions": list(self.interventions), "timeout": self.timeout}
+                "threads": self.threads, "interventions": list(self.interventions), "nproc": self.nproc,
+                "lock": self.lock, "timeout": self.timeout}
 
 
 def _intervention_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -299,6 +322,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="apply these twinrun.interventions (comma list) before the script")
     g.add_argument("--timeout", metavar="SECONDS", default=None,
                    help="end a run that takes longer than this (exit 3; its trace is kept)")
+    g.add_argument("--lock", metavar="FILE", default=None,
+                   help="the environment lock the run was installed from (its sha256 goes into the trace header; "
+                        "default: uv.lock, pylock.toml or requirements*.txt found next to the script)")
+    add_nproc_argument(parser)
+
+
+def add_nproc_argument(parser: argparse.ArgumentParser) -> None:
+    """``--nproc N``: run the script as N ranks through torch.distributed, one trace per rank."""
+    parser.add_argument("--nproc", metavar="N", default=None,
+                        help="launch N ranks through torch.distributed (as torchrun --nproc-per-node N): one trace "
+                             "per rank, out.rank<R>.trace")
 
 
 def add_script_argument(parser: argparse.ArgumentParser, help: str = "the Python script to run") -> None:

@@ -24,6 +24,7 @@ _MODULES = [
     "twinrun.cli.demo",
     "twinrun.cli.run",
     "twinrun.cli.diff",
+    "twinrun.cli.replicas",
     "twinrun.cli.show",
     "twinrun.cli.doctor",
     "twinrun.cli.probe",

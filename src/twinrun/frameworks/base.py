@@ -154,11 +154,11 @@ class Intervention:
     """A small, named change to a program's unseeded randomness (or its CPUs), applied before the script.
 
     ``kind``: ``order`` (decides the order of samples), ``content`` (the values drawn), ``clock``,
-    ``cpu``. ``apply`` changes the process (patching constructors, seeding globals) and reports every
-    new call site through the context. ``fix`` is the fix sentence when this intervention is the one
-    that removed a divergence: ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}``
-    for the framework's own advice (``FixWords.content_tail``); ``priority`` picks among several that
-    acted (higher wins)."""
+    ``cpu``, ``reduction`` (the order a multi-process sum adds in). ``apply`` changes the process
+    (patching constructors, seeding globals) and reports every new call site through the context.
+    ``fix`` is the fix sentence when this intervention is the one that removed a divergence:
+    ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}`` for the framework's own
+    advice (``FixWords.content_tail``); ``priority`` picks among several that acted (higher wins)."""
 
     name: str
     description: str
@@ -249,6 +249,21 @@ class Adapter(ABC):
     def in_use(self) -> bool:
         """Whether the program has used the framework (imported is not always used: Keras imports JAX)."""
         return True
+
+    # --- multi-process runs: none by default ---------------------------------------------------
+    @classmethod
+    def launcher(cls, nproc: int) -> list[str] | None:
+        """The command that starts ``nproc`` ranks of a Python module on this machine, up to (not with)
+        ``-m MODULE ARGS``; None when the framework has no launcher. Never imports the framework."""
+        return None
+
+    def process_group(self) -> dict[str, Any] | None:
+        """``{"backend", "rank", "world_size"}`` of this process's started process group, or None."""
+        return None
+
+    def end_process_group(self) -> bool:
+        """Shut down a process group the script left started (after it ended); True when there was one."""
+        return False
 
     def install_probe(self, sink: ProbeSink, *, max_calls: int,
                       threads: int | None = None) -> Callable[[], None] | None:

@@ -92,9 +92,18 @@ def run_script(options: RunOptions) -> RunResult:
 
     Bad input raises :class:`UsageError`/:class:`BadTraceError` before anything runs. The script
     raising is not re-raised: its traceback goes to stderr and the result has exit code 3.
-    """
-    from .. import recording
 
+    Under a multi-process launcher (``RANK``/``WORLD_SIZE`` set: torchrun, ``--nproc``) this process is one
+    rank: it writes its own trace (``out.rank<R>.trace``), shuts down the process group the script left
+    started, and reports its outcome to the parent (``runner.distributed``).
+    """
+    from .. import ranks, recording
+
+    rank = ranks.current()
+    if rank is not None:
+        from .distributed import as_rank
+
+        options = as_rank(options, rank)
     path = Path(options.script)
     _check_seed_carrier(options.seed)
     if options.record.against is not None:
@@ -120,7 +129,7 @@ def run_script(options: RunOptions) -> RunResult:
     result = RunResult(EXIT_OK, trace_path, "complete")
     header: dict[str, Any] = {"twinrun_command": list(sys.argv), "script": str(path),
                               "script_args": list(options.args)}
-    with recording.record(trace_path, header=header, options=options.record,
+    with recording.record(trace_path, header=header, options=options.record, lock=options.lock,
                           protected=_protected(options)) as recorder:
         try:
             with _time_limit(options.timeout):
@@ -146,6 +155,10 @@ def run_script(options: RunOptions) -> RunResult:
             if result.exit_code == EXIT_OK:
                 result.exit_code = EXIT_DIFFERENT
     result.seconds = time.perf_counter() - t0
+    if rank is not None:
+        from .distributed import finish_rank
+
+        finish_rank(result, rank)
     return result
 
 

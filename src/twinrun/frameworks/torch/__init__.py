@@ -68,9 +68,16 @@ class TorchAdapter(Adapter):
     # --- class level ---
     @classmethod
     def interventions(cls) -> list[Intervention]:
+        from .distributed import BUCKET_INTERVENTIONS
         from .interventions import INTERVENTIONS
 
-        return list(INTERVENTIONS)
+        return [*INTERVENTIONS, *BUCKET_INTERVENTIONS]
+
+    @classmethod
+    def launcher(cls, nproc: int) -> list[str]:
+        from .distributed import launcher
+
+        return launcher(nproc)
 
     @classmethod
     def isa_variants(cls, flags: set[str], environ: Mapping[str, str]) -> tuple[list[Variant], list[str]]:
@@ -213,6 +220,16 @@ class TorchAdapter(Adapter):
         from .tracing import install
 
         return install(recorder)
+
+    def process_group(self) -> dict[str, Any] | None:
+        from .distributed import process_group
+
+        return process_group()
+
+    def end_process_group(self) -> bool:
+        from .distributed import end_process_group
+
+        return end_process_group()
 
     def install_probe(self, sink: ProbeSink, *, max_calls: int, threads: int | None = None) -> Callable[[], None]:
         """Record root models' no-grad forward calls for ``twinrun probe`` (``probe.ProbeRecorder``)."""
