@@ -199,6 +199,13 @@ def test_html_refuses_what_is_not_a_report_and_never_blocks(tmp_path, made, what
         assert target.read_text() == "<!DOCTYPE html><p>my own page</p>\n"
 
 
+@pytest.mark.parametrize("args", [("env", "freeze", "-o", "pipe.txt"), ("env", "check", "--lock", "pipe.txt")])
+def test_env_lock_files_are_never_a_fifo(tmp_path, args):
+    os.mkfifo(tmp_path / "pipe.txt")
+    line = assert_one_line_error(twinrun(*args, cwd=tmp_path, timeout=60))   # not a hang
+    assert "pipe.txt" in line
+
+
 # --- never onto the reference --------------------------------------------------------------------------------
 
 def test_run_against_r_o_r_is_refused(tmp_path, np_script, made):

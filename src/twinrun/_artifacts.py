@@ -49,6 +49,7 @@ from typing import IO
 from ._errors import TwinrunError, UsageError
 
 __all__ = [
+    "FREEZE_MARKER",
     "REPORT_MARKER",
     "Kind",
     "atomic_write",
@@ -66,6 +67,8 @@ _MAX_JSON_BYTES = 16 * 2**20
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # The first bytes of every HTML report (twinrun.report writes them; its _page.MARKER is this text).
 REPORT_MARKER = b"<!DOCTYPE html>\n<!-- twinrun report"
+# The first bytes of a lock written by twinrun env freeze (twinrun.lock's _FREEZE_MARK).
+FREEZE_MARKER = b"# twinrun env freeze"
 # SQLite's side files: the WAL starts with 0x377f0682 or 0x377f0683 (big-endian), a rollback
 # journal with d9d505f920a163d7, the WAL index (-shm) with its version 3007000 (native order).
 _WAL_MAGICS = (bytes.fromhex("377f0682"), bytes.fromhex("377f0683"))
@@ -80,11 +83,13 @@ class Kind(enum.StrEnum):
     ENV = "env"
     RESULTS = "results"
     REPORT = "report"
+    LOCK = "lock"
 
     @property
     def label(self) -> str:
         return {"trace": "twinrun trace", "env": "twinrun env fingerprint (JSON)",
-                "results": "twinrun sweep results file", "report": "twinrun report"}[self.value]
+                "results": "twinrun sweep results file", "report": "twinrun report",
+                "lock": "file written by twinrun env freeze"}[self.value]
 
 
 def identify(path: str | os.PathLike) -> Kind | None:
@@ -106,6 +111,8 @@ def identify(path: str | os.PathLike) -> Kind | None:
         return None
     if head.startswith(REPORT_MARKER):
         return Kind.REPORT
+    if head.startswith(FREEZE_MARKER):
+        return Kind.LOCK
     if head[:16] == _SQLITE_MAGIC:
         return _identify_sqlite(p)
     if head.lstrip()[:1] == b"{" and st.st_size <= _MAX_JSON_BYTES:
@@ -198,7 +205,7 @@ def check_target(path: str | os.PathLike, kind: Kind, *,
 
 
 def _suffix(kind: Kind) -> str:
-    return {Kind.TRACE: "trace", Kind.ENV: "json", Kind.RESULTS: "db", Kind.REPORT: "html"}[kind]
+    return {Kind.TRACE: "trace", Kind.ENV: "json", Kind.RESULTS: "db", Kind.REPORT: "html", Kind.LOCK: "lock.txt"}[kind]
 
 
 def _special(mode: int) -> str:
