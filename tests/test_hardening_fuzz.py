@@ -11,7 +11,12 @@ file holds.
 
 Each command runs as ``python -m twinrun ...`` in a fresh process group under RLIMIT_AS
 (hardening_support.MEMORY_LIMIT) and a time limit; its peak RSS must stay under RSS_BOUND_MB.
-``TWINRUN_FUZZ_EXAMPLES`` sets the number of examples per fuzz test (default 20);
+By default (the CI budget) each fuzz test draws ``TWINRUN_FUZZ_EXAMPLES`` examples (default 3) and the
+corpus runs a representative subset (``QUICK``: one file per kind of attack). The whole corpus and a deeper
+fuzz (``TWINRUN_FUZZ_DEEP_EXAMPLES``, default 60 per file kind) are marked ``deep``, deselected by default:
+
+    pytest -m deep tests/test_hardening_fuzz.py          # about 10 minutes on a quiet 2-core machine
+
 ``TWINRUN_FUZZ_SHRINK=1`` lets hypothesis shrink a failure (slow: every step runs processes).
 """
 
@@ -50,12 +55,16 @@ from hardening_support import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-EXAMPLES = int(os.environ.get("TWINRUN_FUZZ_EXAMPLES", "20"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
-                phases=[Phase.explicit, Phase.generate] + ([Phase.shrink] if os.environ.get("TWINRUN_FUZZ_SHRINK")
-                                                           else []),
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large])
+EXAMPLES = int(os.environ.get("TWINRUN_FUZZ_EXAMPLES", "3"))
+DEEP_EXAMPLES = int(os.environ.get("TWINRUN_FUZZ_DEEP_EXAMPLES", "60"))
+
+
+def fuzz_settings(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+                    phases=[Phase.explicit, Phase.generate] + ([Phase.shrink] if os.environ.get("TWINRUN_FUZZ_SHRINK")
+                                                               else []),
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                           HealthCheck.data_too_large])
 
 
 @pytest.fixture(scope="module")
@@ -156,22 +165,44 @@ def _mutate(path: Path, data) -> str:
         con.close()
 
 
-@FUZZ
-@given(data=st.data())
-def test_fuzz_every_column_of_a_trace(made, tmp_path_factory, data):
+def fuzz_trace(made, tmp_path_factory, data) -> None:
     path = copy(made["trace"], tmp_path_factory.mktemp("fuzz") / "mut.trace")
     what = _mutate(path, data)
     data.draw(st.just(what), label="mutation")
     run_all(made, trace_readers(made, path))
 
 
-@FUZZ
-@given(data=st.data())
-def test_fuzz_every_column_of_a_results_file(made, tmp_path_factory, data):
+def fuzz_results(made, tmp_path_factory, data) -> None:
     path = copy(made["results"], tmp_path_factory.mktemp("fuzz") / "mut.db")
     what = _mutate(path, data)
     data.draw(st.just(what), label="mutation")
     run_all(made, results_readers(made, path), codes=(0, 1, 2, 3))   # sweep: 3 when the script's runs fail
+
+
+@fuzz_settings(EXAMPLES)
+@given(data=st.data())
+def test_fuzz_every_column_of_a_trace(made, tmp_path_factory, data):
+    fuzz_trace(made, tmp_path_factory, data)
+
+
+@fuzz_settings(EXAMPLES)
+@given(data=st.data())
+def test_fuzz_every_column_of_a_results_file(made, tmp_path_factory, data):
+    fuzz_results(made, tmp_path_factory, data)
+
+
+@pytest.mark.deep
+@fuzz_settings(DEEP_EXAMPLES)
+@given(data=st.data())
+def test_deep_fuzz_every_column_of_a_trace(made, tmp_path_factory, data):
+    fuzz_trace(made, tmp_path_factory, data)
+
+
+@pytest.mark.deep
+@fuzz_settings(DEEP_EXAMPLES)
+@given(data=st.data())
+def test_deep_fuzz_every_column_of_a_results_file(made, tmp_path_factory, data):
+    fuzz_results(made, tmp_path_factory, data)
 
 
 # --- 2. the corpus of hostile files ------------------------------------------------------------------------
@@ -292,7 +323,16 @@ def _codes(kind: str, name: str, args: tuple) -> tuple[int, ...]:
     return (2,)
 
 
-@pytest.mark.parametrize("kind, name", CORPUS)
+# Run by default (the CI budget): one file per kind of attack and per reader. The rest: -m deep.
+QUICK = {("trace", "fifo"), ("trace", "truncated-half"), ("trace", "generated-column"), ("trace", "view"),
+         ("trace", "deep-json-header"), ("trace", "huge-value"), ("results", "symlink-loop"),
+         ("results", "truncated-minus-1"), ("results", "generated-column"), ("results", "trigger"),
+         ("env", "deep-json"), ("env", "fifo")}
+assert set(CORPUS) >= QUICK
+
+
+@pytest.mark.parametrize("kind, name", [pytest.param(k, n, marks=() if (k, n) in QUICK else pytest.mark.deep)
+                                        for k, n in CORPUS])
 def test_hostile_file_through_every_reader(made, tmp_path, kind, name):
     suffix = {"trace": ".trace", "results": ".db", "env": ".json"}[kind]
     path = _maker(kind, name)(made[kind], tmp_path / f"hostile{suffix}")
