@@ -65,12 +65,12 @@ PARENT = textwrap.dedent("""
 """)
 
 
-def _child_of_killed_parent(mode: str) -> tuple[int, bool]:
+def _child_of_killed_parent(mode: str, wait: float = 10.0) -> tuple[int, bool]:
     parent = subprocess.Popen([sys.executable, "-c", PARENT, mode], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.05)
     return child, _alive(child)
@@ -93,7 +93,8 @@ def test_a_child_started_through_the_lifeline_dies_with_its_parent():
 @pytestmark_linux
 def test_without_the_lifeline_the_child_outlives_its_parent():
     """The test above can fail: a plain child survives SIGKILL of its parent."""
-    child, alive = _child_of_killed_parent("plain")
+    # Alive 2 s after its parent died is proof enough; the full 10 s would only add to the suite.
+    child, alive = _child_of_killed_parent("plain", wait=2.0)
     try:
         assert alive
     finally:
