@@ -30,7 +30,7 @@ def test_every_terminal_actor_is_escaped_visibly(actor):
     assert "\\x" in out or "\\u" in out
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=int(os.environ.get("TWINRUN_HYPOTHESIS_EXAMPLES", "100")), deadline=None, database=None)
 @given(st.text(max_size=400), st.integers(10, 300))
 def test_shown_never_lets_a_control_character_through_and_is_capped(text, limit):
     out = shown(text, limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -19,7 +20,9 @@ from twinrun.redact import (
     redact_value,
 )
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+# 50 examples per property keeps this file inside the CI budget; TWINRUN_HYPOTHESIS_EXAMPLES=1000 searches deeper.
+EXAMPLES = int(os.environ.get("TWINRUN_HYPOTHESIS_EXAMPLES", "50"))
+FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 # Secrets as they appear in the wild: URL-safe characters, long enough to matter.
 secret = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~-", min_size=8,
