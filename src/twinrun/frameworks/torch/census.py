@@ -1,0 +1,272 @@
+"""The census of PyTorch ops that part run to run on CPU: which ran, where in the user's code, in
+which pass, how often, and what their deterministic alternative costs.
+
+``install()`` starts recording in this process and returns a function that stops it and returns the
+uses. Two sources, both active for the whole script:
+
+- a ``TorchDispatchMode`` sees every aten op below autograd. The ops of :data:`KNOWN` (found by
+  experiment on CPU, torch 2.13, 2 threads: ``benchmarks/bench_census.py``) are counted with the
+  user's call site (the first frame outside torch, twinrun and the standard library) and the pass:
+  ``backward`` when autograd's engine is running a node (``torch._C._current_autograd_node()``),
+  ``optimizer`` when the call comes from ``torch.optim``, ``forward`` otherwise. An op run by the
+  backward of a forward call (``x[idx]``'s backward is ``index_put_`` with accumulate) gets the site
+  of that forward call: a ``TorchFunctionMode`` tags the autograd node of each such call with it
+  (``node.metadata``), and the backward reads it back from the running node.
+- ``torch.use_deterministic_algorithms(True, warn_only=True)``: the ops that PyTorch itself knows to
+  have no deterministic implementation warn, and each warning is counted with its site. On CPU this
+  names few ops (``max_unpool``); the dispatch census is what finds the CPU ones. Deterministic mode
+  changes kernels, never which ops run, so the census of uses is the same as in a default run.
+
+Measured, not assumed (FACTS.md, and ``benchmarks/bench_census.py`` at 100k x 16 values into 64
+rows): ``index_put_`` with accumulate (also the backward of ``x[idx]``), ``put_`` with accumulate,
+and ``index_put_``/``index_copy_`` writing duplicate indices differ run to run on 2 threads;
+``index_add_``, ``scatter_add_``, ``scatter_reduce_`` (sum, mean), ``index_reduce_``, ``gather``'s,
+``index_select``'s, ``embedding``'s and ``embedding_bag``'s backward, ``bincount``, ``histc`` repeat,
+so they are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["KNOWN", "MEASURED_WITH", "OpFact", "install"]
+
+MEASURED_WITH = "python benchmarks/bench_census.py --rounds 15 --repeats 10 --cells 64"
+
+
+@dataclass(frozen=True)
+class OpFact:
+    """What is known of a nondeterministic op on CPU: why it parts, and what to use instead at what cost."""
+
+    op: str               # "index_put_ (accumulate=True)"
+    why: str              # why it parts run to run
+    deterministic: float  # time under use_deterministic_algorithms(True) / default time (measured)
+    replacement: str      # an op-level replacement that repeats without the global mode ("" when none)
+    replacement_ratio: float | None  # its time / default time (measured)
+    size: str             # the size measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "why": self.why, "deterministic_ratio": self.deterministic,
+                "replacement": self.replacement, "replacement_ratio": self.replacement_ratio, "size": self.size,
+                "measured_with": MEASURED_WITH}
+
+
+# Ratios measured with MEASURED_WITH on the 2-core AVX-512 EPYC (torch 2.13.0+cpu), medians of 15
+# interleaved rounds. On CPU the default accumulation adds with atomic compare-and-swap loops, which
+# is why deterministic mode (sort the indices, then add in order) is much faster where many values
+# land on few rows.
+KNOWN: dict[str, OpFact] = {
+    "index_put_acc": OpFact(
+        "index_put_ (accumulate=True)",
+        "adds the values of repeated indices in the order the threads reach them",
+        0.02, "`out.index_add_(0, idx, src)` (or `scatter_add_`)", 3.2, "100,000 x 16 values into 64 rows"),
+    "put_acc": OpFact(
+        "put_ (accumulate=True)",
+        "adds the values of repeated indices in the order the threads reach them",
+        0.03, "`out.view(-1).index_add_(0, idx, src)` (or `scatter_add_`)", 0.02,
+        "1,600,000 values into 1,024 cells"),
+    "index_put_dup": OpFact(
+        "index_put_ (accumulate=False, duplicate indices)",
+        "writes several values to one place: which write lands last depends on the threads",
+        0.03, "", None, "100,000 x 16 values into 64 rows"),
+    "index_copy_dup": OpFact(
+        "index_copy_ (duplicate indices)",
+        "copies several rows to one place: which copy lands last depends on the threads",
+        0.03, "", None, "100,000 x 16 values into 64 rows"),
+}
+# The backward of these forward calls runs one of KNOWN's ops: their forward call site is the one to name.
+# What the backward of x[idx] costs deterministically was measured on the lookup of
+# examples/nondeterminism/nondeterministic_kernel.py (114,688 indices into 1,088 rows of 16).
+BACKWARD_OF = {"IndexBackward0": "x[idx]", "TakeBackward0": "torch.take", "IndexPutBackward0": "index_put"}
+LOOKUP_BACKWARD = OpFact(
+    "index_put_ (accumulate=True)", "the backward of `x[idx]` adds the gradient rows of repeated indices in the "
+    "order the threads reach them", 0.4, "`torch.nn.functional.embedding(idx, x)` for a row lookup (or "
+    "`x.index_select(0, idx)`, x2.6)", 0.69, "114,688 indices into 1,088 rows of 16")
+
+_PUT = {"aten.index_put_.default", "aten.index_put.default", "aten._index_put_impl_.default",
+        "aten._unsafe_index_put.default"}
+_TAKE = {"aten.put_.default", "aten.put.default"}
+_COPY = {"aten.index_copy_.default", "aten.index_copy.default"}
+_WATCHED = _PUT | _TAKE | _COPY
+_TAG = "twinrun.census.site"
+
+_LIBRARY = tuple(sorted({os.path.realpath(p) + os.sep for k, p in sysconfig.get_paths().items()
+                         if k in ("stdlib", "platstdlib")}))
+_SKIP = tuple(os.sep + p + os.sep for p in ("twinrun", "torch", "importlib", "runpy.py"))
+_OPTIM = os.sep + "torch" + os.sep + "optim" + os.sep
+
+
+def _site(frame: FrameType | None) -> tuple[str, bool]:
+    """``file:line`` of the first frame outside torch, twinrun and the standard library, and whether
+    the call came through ``torch.optim``."""
+    optim = False
+    while frame is not None:
+        name = frame.f_code.co_filename
+        optim = optim or _OPTIM in name
+        if not (name.startswith("<") or any(s in name for s in _SKIP) or name.endswith("runpy.py")):
+            real = os.path.realpath(name)
+            if not real.startswith(_LIBRARY):
+                try:
+                    shown = os.path.relpath(real)
+                except ValueError:
+                    shown = real
+                return f"{real if shown.startswith('..') else shown}:{frame.f_lineno}", optim
+        frame = frame.f_back
+    return "", optim
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any) -> Any:
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
+def _duplicates(index: Any, values: Any) -> bool:
+    """Whether a write puts different values at one place twice (one integer index tensor; a scalar
+    or a single value written many times cannot differ)."""
+    if not isinstance(values, torch.Tensor) or values.numel() <= 1:
+        return False
+    if isinstance(index, (list, tuple)):
+        given = [t for t in index if t is not None]
+        if len(given) != 1:
+            return False    # several index tensors (or none): not told here
+        index = given[0]
+    if not isinstance(index, torch.Tensor) or index.dtype == torch.bool or index.numel() < 2:
+        return False
+    return bool(torch.unique(index).numel() < index.numel())
+
+
+def _classify(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The KNOWN key of a watched aten call, or None when this call cannot part run to run."""
+    if name in _PUT:
+        if _arg(args, kwargs, 3, "accumulate", False):
+            return "index_put_acc"
+        return "index_put_dup" if _duplicates(_arg(args, kwargs, 1, "indices", None),
+                                              _arg(args, kwargs, 2, "values", None)) else None
+    if name in _TAKE:
+        return "put_acc" if _arg(args, kwargs, 3, "accumulate", False) else None
+    if name in _COPY:
+        return "index_copy_dup" if _duplicates(_arg(args, kwargs, 2, "index", None),
+                                               _arg(args, kwargs, 3, "source", None)) else None
+    return None
+
+
+class _Uses:
+    """The counted uses: (key, phase, site, backward of) -> [count, first step]."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, str, str], list[int]] = {}
+        self.warned: dict[tuple[str, str], int] = {}
+
+    def add(self, key: str, phase: str, site: str, of: str) -> None:
+        entry = self.counts.setdefault((key, phase, site, of), [0, _step()])
+        entry[0] += 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for (key, phase, site, of), (count, step) in self.counts.items():
+            fact = LOOKUP_BACKWARD if of == "x[idx]" else KNOWN[key]
+            op = fact.op if phase != "backward" else f"{fact.op}, backward of {of or 'an autograd node'}"
+            out.append({"key": key, "op": fact.op, "phase": phase, "backward_of": of or None, "site": site,
+                        "count": count, "first_step": step, "label": op, "fact": fact.to_dict()})
+        for (op, site), count in self.warned.items():
+            out.append({"key": "warned", "op": op, "phase": "unknown", "backward_of": None, "site": site,
+                        "count": count, "first_step": None, "label": op,
+                        "fact": {"op": op, "why": "PyTorch has no deterministic implementation of it",
+                                 "deterministic_ratio": None, "replacement": "", "replacement_ratio": None,
+                                 "size": "", "measured_with": ""}})
+        return out
+
+
+def _step() -> int:
+    """The recorder's current step (0 when no recorder is open)."""
+    from ... import _active
+
+    rec = _active.recorder()
+    return int(rec.step) if rec is not None else 0
+
+
+class _Dispatch(TorchDispatchMode):
+    def __init__(self, uses: _Uses) -> None:
+        super().__init__()
+        self.uses = uses
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        name = str(func)
+        if name in _WATCHED:
+            key = _classify(name, args, kwargs)
+            if key is not None:
+                node = torch._C._current_autograd_node()
+                site, optim = _site(sys._getframe(1))
+                if node is not None:
+                    meta = getattr(node, "metadata", {})
+                    site = str(meta.get(_TAG, "")) or site   # the forward call's site, else backward()'s
+                    self.uses.add(key, "backward", site, BACKWARD_OF.get(type(node).__name__, node.name()))
+                else:
+                    self.uses.add(key, "optimizer" if optim else "forward", site, "")
+        return func(*args, **kwargs)
+
+
+class _Function(TorchFunctionMode):
+    """Tags the autograd node of each forward call whose backward runs a watched op with its call site."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            fn = out.grad_fn
+            if fn is not None and type(fn).__name__ in BACKWARD_OF:
+                meta: dict[str, Any] = fn.metadata   # type: ignore[assignment]  # a dict (stubs: a method)
+                if _TAG not in meta:
+                    meta[_TAG] = _site(sys._getframe(1))[0]
+        return out
+
+
+_WARNED = re.compile(r"^(\S+) does not have a deterministic implementation")
+
+
+def install() -> Callable[[], list[dict[str, Any]]]:
+    """Start the census here; the returned function stops it and returns the uses (plain dicts)."""
+    uses = _Uses()
+    was = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    fill = torch.utils.deterministic.fill_uninitialized_memory   # type: ignore[attr-defined]
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]  # the script's own
+    show = warnings.showwarning
+
+    def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: Any = None, line: str | None = None) -> None:
+        m = _WARNED.match(str(message))
+        if m:
+            site = _site(sys._getframe(1))[0]
+            uses.warned[(m.group(1), site)] = uses.warned.get((m.group(1), site), 0) + 1
+            return
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+    warnings.filterwarnings("always", message=r".* does not have a deterministic implementation")
+    function, dispatch = _Function(), _Dispatch(uses)
+    function.__enter__()
+    dispatch.__enter__()
+
+    def finish() -> list[dict[str, Any]]:
+        dispatch.__exit__(None, None, None)
+        function.__exit__(None, None, None)
+        warnings.showwarning = show
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
+        return uses.rows()
+
+    return finish
