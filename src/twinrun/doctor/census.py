@@ -32,7 +32,7 @@ from .._errors import EXIT_BAD_INPUT, TwinrunError
 from .._format import fmt_count
 from ..options import RunOptions
 from .experiments import ExperimentRunner
-from .model import Act, Cause, Diagnosis, Experiment, Verdict
+from .model import Act, Cause, Diagnosis, Experiment, Verdict, where_words
 
 __all__ = ["CENSUS", "OpCensus", "OpUse", "census", "explain_kernel", "main"]
 
@@ -143,7 +143,8 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
     steps = options.record.max_steps or 1
     if fd is not None and fd.step is not None:
         steps = min(steps, fd.step + 1)   # the ops of the steps up to the divergence are enough
-    runner.say(f"doctor: census: one more run naming every op that parts run to run ({steps} steps)")
+    runner.say(f"doctor: census: one more run naming every op that parts run to run ({fmt_count(steps)} "
+               f"step{'s' if steps != 1 else ''})")
     c = census(options.replace(max_steps=steps), workdir=runner.workdir, timeout=runner.timeout)
     runner.launched += 1
     exp = Experiment("census", "one more run recording the ops that part run to run (their call sites)",
@@ -166,8 +167,9 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
     trace = fd.phase if fd else None
     mismatch = "" if _PASS.get(str(trace)) == use.phase else (
         f" (the traces first part in the {trace} phase, not in the op's {_PASS_WORDS.get(use.phase, use.phase)})")
-    d.summary += (f" The census names the op: {use.words(c.steps)}; it {use.fact.get('why') or 'parts run to run'}"
-                  f"{mismatch}.{also}")
+    d.summary = (f"The runs part {where_words(fd)}; deterministic kernels make the runs identical, and the census "
+                 f"names the op: {use.words(c.steps)}; it {use.fact.get('why') or 'parts run to run'}{mismatch}."
+                 f"{also}")
     return c
 
 
@@ -176,15 +178,15 @@ def _fix(use: OpUse) -> str:
     ratio = f.get("deterministic_ratio")
     cost = ""
     if isinstance(ratio, (int, float)):
-        cost = (f" (measured on CPU at {f.get('size')}: x{ratio} the op's default time"
-                + (", faster: the default adds with atomic updates" if ratio < 1 else "") + ")")
+        cost = (f" (measured on CPU: {ratio}x the op's default time at {f.get('size')}"
+                + (f", {f['spread']}" if f.get("spread") else "") + ")")
     fix = (f"Use deterministic kernels: call `twinrun.deterministic()` (or `torch.use_deterministic_algorithms(True)`) "
            f"before training{cost}; the run-to-run difference comes from `{use.label}` {use.where()}, which "
            f"{f.get('why') or 'parts run to run'}.")
     if f.get("replacement"):
         r = f.get("replacement_ratio")
         fix += (f" Or replace that call with {f['replacement']}, which repeats on CPU without the global mode"
-                + (f" (x{r} the time)" if isinstance(r, (int, float)) else "") + ".")
+                + (f" ({r} the default's time)" if r else "") + ".")
     return fix
 
 

@@ -52,48 +52,47 @@ class OpFact:
 
     op: str               # "index_put_ (accumulate=True)"
     why: str              # why it parts run to run
-    deterministic: float  # time under use_deterministic_algorithms(True) / default time (measured)
-    replacement: str      # an op-level replacement that repeats without the global mode ("" when none)
-    replacement_ratio: float | None  # its time / default time (measured)
-    size: str             # the size measured
+    deterministic: float  # time under use_deterministic_algorithms(True) / default time, at ``size``
+    size: str             # the size measured (many values onto few rows: the contended case)
+    spread: str           # the same ratio where the values spread over many rows
+    replacement: str = ""                  # an op-level replacement that repeats without the global mode
+    replacement_ratio: str | None = None   # its time / the default's, at both sizes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "why": self.why, "deterministic_ratio": self.deterministic,
-                "replacement": self.replacement, "replacement_ratio": self.replacement_ratio, "size": self.size,
+        return {"op": self.op, "why": self.why, "deterministic_ratio": self.deterministic, "size": self.size,
+                "spread": self.spread, "replacement": self.replacement, "replacement_ratio": self.replacement_ratio,
                 "measured_with": MEASURED_WITH}
 
 
-# Ratios measured with MEASURED_WITH on the 2-core AVX-512 EPYC (torch 2.13.0+cpu), medians of 15
-# interleaved rounds. On CPU the default accumulation adds with atomic compare-and-swap loops, which
-# is why deterministic mode (sort the indices, then add in order) is much faster where many values
-# land on few rows.
+# Ratios measured with MEASURED_WITH (and --cells 16384 for ``spread``) on the 2-core AVX-512 EPYC, torch
+# 2.13.0+cpu, 2 threads, medians of 15 interleaved rounds, twice each on a busy machine (ranges). On CPU
+# the default accumulation adds with atomic compare-and-swap loops, which is why deterministic mode (sort
+# the indices, then add in order) is much faster where many values land on few rows.
+_ADDS = "adds the values of repeated indices in the order the threads reach them"
 KNOWN: dict[str, OpFact] = {
     "index_put_acc": OpFact(
-        "index_put_ (accumulate=True)",
-        "adds the values of repeated indices in the order the threads reach them",
-        0.02, "`out.index_add_(0, idx, src)` (or `scatter_add_`)", 3.2, "100,000 x 16 values into 64 rows"),
+        "index_put_ (accumulate=True)", _ADDS, 0.02, "100,000 x 16 values into 64 rows",
+        "0.7-1.2x into 16,384 rows", "`out.index_add_(0, idx, src)` (or `scatter_add_`)", "3.2-3.8x"),
     "put_acc": OpFact(
-        "put_ (accumulate=True)",
-        "adds the values of repeated indices in the order the threads reach them",
-        0.03, "`out.view(-1).index_add_(0, idx, src)` (or `scatter_add_`)", 0.02,
-        "1,600,000 values into 1,024 cells"),
+        "put_ (accumulate=True)", _ADDS, 0.03, "1,600,000 values into 1,024 cells", "0.7x into 262,144 cells",
+        "`out.view(-1).index_add_(0, idx, src)` (or `scatter_add_`)", "0.02-0.33x"),
     "index_put_dup": OpFact(
         "index_put_ (accumulate=False, duplicate indices)",
         "writes several values to one place: which write lands last depends on the threads",
-        0.03, "", None, "100,000 x 16 values into 64 rows"),
+        0.03, "100,000 x 16 values into 64 rows", "1.4x into 16,384 rows"),
     "index_copy_dup": OpFact(
         "index_copy_ (duplicate indices)",
         "copies several rows to one place: which copy lands last depends on the threads",
-        0.03, "", None, "100,000 x 16 values into 64 rows"),
+        0.03, "100,000 x 16 values into 64 rows", "1.0x into 16,384 rows"),
 }
 # The backward of these forward calls runs one of KNOWN's ops: their forward call site is the one to name.
-# What the backward of x[idx] costs deterministically was measured on the lookup of
-# examples/nondeterminism/nondeterministic_kernel.py (114,688 indices into 1,088 rows of 16).
 BACKWARD_OF = {"IndexBackward0": "x[idx]", "TakeBackward0": "torch.take", "IndexPutBackward0": "index_put"}
+# The backward of x[idx], measured on the lookup of examples/nondeterminism/nondeterministic_kernel.py.
 LOOKUP_BACKWARD = OpFact(
     "index_put_ (accumulate=True)", "the backward of `x[idx]` adds the gradient rows of repeated indices in the "
-    "order the threads reach them", 0.4, "`torch.nn.functional.embedding(idx, x)` for a row lookup (or "
-    "`x.index_select(0, idx)`, x2.6)", 0.69, "114,688 indices into 1,088 rows of 16")
+    "order the threads reach them", 0.4, "114,688 indices into 1,088 rows of 16", "0.4x into 16,384 rows",
+    "`torch.nn.functional.embedding(idx, x)` for a row lookup (or `x.index_select(0, idx)`, 1.9-3.9x)",
+    "0.55-0.69x")
 
 _PUT = {"aten.index_put_.default", "aten.index_put.default", "aten._index_put_impl_.default",
         "aten._unsafe_index_put.default"}
@@ -182,9 +181,9 @@ class _Uses:
         for (op, site), count in self.warned.items():
             out.append({"key": "warned", "op": op, "phase": "unknown", "backward_of": None, "site": site,
                         "count": count, "first_step": None, "label": op,
-                        "fact": {"op": op, "why": "PyTorch has no deterministic implementation of it",
-                                 "deterministic_ratio": None, "replacement": "", "replacement_ratio": None,
-                                 "size": "", "measured_with": ""}})
+                        "fact": {"op": op, "why": "has no deterministic implementation in PyTorch",
+                                 "deterministic_ratio": None, "size": "", "spread": "", "replacement": "",
+                                 "replacement_ratio": None, "measured_with": ""}})
         return out
 
 
