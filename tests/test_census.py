@@ -99,6 +99,8 @@ def test_census_in_a_fresh_process_and_a_script_without_torch(tmp_path):
     plain = tmp_path / "plain.py"
     plain.write_text("import numpy as np\nprint(np.ones(3).sum())\n")
     assert census(RunOptions.create(plain, max_steps=1), workdir=str(tmp_path)) is None   # cannot tell: no torch
+    killed = census(RunOptions.create(SCRIPTS / "scatter_pool.py", max_steps=1), timeout=0.5)
+    assert killed is not None and killed.ops == [] and killed.note is not None and "time limit" in killed.note
 
 
 def kernel_diagnosis(script: Path, phase: str, name: str) -> Diagnosis:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -74,10 +75,14 @@ class OpUse:
     def where(self) -> str:
         return f"at {self.site}" if self.site else "(no call site of your code on the stack)"
 
-    def words(self, steps: int) -> str:
+    def counted(self, steps: int) -> str:
+        """``forward pass, 2 calls in 2 steps``."""
         calls = f"{fmt_count(self.count)} call{'s' if self.count != 1 else ''}"
-        return (f"`{self.label}` {self.where()} ({_PASS_WORDS.get(self.phase, self.phase)}, {calls} in "
-                f"{fmt_count(steps)} step{'s' if steps != 1 else ''})")
+        return (f"{_PASS_WORDS.get(self.phase, self.phase)}, {calls} in {fmt_count(steps)} "
+                f"step{'s' if steps != 1 else ''}")
+
+    def words(self, steps: int) -> str:
+        return f"`{self.label}` {self.where()} ({self.counted(steps)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "label": self.label, "phase": self.phase, "site": self.site, "count": self.count,
@@ -121,8 +126,18 @@ def census(options: RunOptions, *, workdir: str | None = None, timeout: float | 
     folder = workdir or tempfile.mkdtemp(prefix="twinrun-census-")
     opts = options.replace(output=os.path.join(folder, "census.trace"), against=None)
     t0 = time.perf_counter()
-    _done, reports = launch_module(["twinrun.doctor.census", "--", *opts.to_argv()], env=env, timeout=timeout)
-    found = [r for r in reports if r.get("kind") == REPORT_KIND and r.get("framework")]
+    try:
+        done, reports = launch_module(["twinrun.doctor.census", "--", *opts.to_argv()], env=env, timeout=timeout)
+    finally:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    ours = [r for r in reports if r.get("kind") == REPORT_KIND]
+    if not ours:   # the child died before it could report: say so, never "no op found"
+        lines = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
+        why = "killed after the time limit" if done.timed_out else (lines[-1].strip() if lines else
+                                                                    f"exit code {done.returncode}")
+        return OpCensus("", [], 0, time.perf_counter() - t0, f"the census run reported nothing ({why[:300]})")
+    found = [r for r in ours if r.get("framework")]
     if not found:
         return None
     r = found[-1]
@@ -154,14 +169,16 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
         exp.note = "no framework with an op census ran (the census covers PyTorch); the op is inferred from the phase"
         return None
     exp.note, d.census = c.sentence(), c.to_dict()
-    exp.acted = [Act("census", u.words(c.steps), u.label, u.site or "?") for u in c.ops]
+    exp.acted = [Act("census", f"`{u.label}` ({u.counted(c.steps)})", u.label, u.site or "?") for u in c.ops]
     use = c.primary(fd.phase if fd else None)
     if use is None:
-        d.summary += (f" The census found no op known to part run to run on this CPU in {fmt_count(c.steps)} "
-                      "steps, so the op is inferred from the phase only.")
+        found = c.note if c.note and not c.framework else (
+            f"the census found no op known to part run to run on this CPU in {fmt_count(c.steps)} "
+            f"step{'s' if c.steps != 1 else ''}")
+        d.summary += f" {found[0].upper()}{found[1:]}, so the op is inferred from the phase only."
         return c
     d.detail = f"{use.detail}, {use.where()}"
-    d.fix = _fix(use)
+    d.fix = _fix(use, fd.name if fd else None)
     others = [u for u in c.ops if u is not use]
     also = (" Also used: " + "; ".join(u.words(c.steps) for u in others) + ".") if others else ""
     trace = fd.phase if fd else None
@@ -173,7 +190,7 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
     return c
 
 
-def _fix(use: OpUse) -> str:
+def _fix(use: OpUse, layer: str | None) -> str:
     f = use.fact
     ratio = f.get("deterministic_ratio")
     cost = ""
@@ -181,8 +198,9 @@ def _fix(use: OpUse) -> str:
         cost = (f" (measured on CPU: {ratio}x the op's default time at {f.get('size')}"
                 + (f", {f['spread']}" if f.get("spread") else "") + ")")
     fix = (f"Use deterministic kernels: call `twinrun.deterministic()` (or `torch.use_deterministic_algorithms(True)`) "
-           f"before training{cost}; the run-to-run difference comes from `{use.label}` {use.where()}, which "
-           f"{f.get('why') or 'parts run to run'}.")
+           f"before training{cost}; the run-to-run difference comes from `{use.label}` {use.where()}"
+           + (f" (the traces first part at `{layer}`)" if layer else "")
+           + f", which {f.get('why') or 'parts run to run'}.")
     if f.get("replacement"):
         r = f.get("replacement_ratio")
         fix += (f" Or replace that call with {f['replacement']}, which repeats on CPU without the global mode"
