@@ -165,7 +165,7 @@ class _Uses:
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str, str], list[int]] = {}
-        self.warned: dict[tuple[str, str], int] = {}
+        self.warned: dict[tuple[str, str, str], int] = {}   # PyTorch's own warnings: (op, pass, site)
 
     def add(self, key: str, phase: str, site: str, of: str) -> None:
         entry = self.counts.setdefault((key, phase, site, of), [0, _step()])
@@ -178,8 +178,8 @@ class _Uses:
             op = fact.op if phase != "backward" else f"{fact.op}, backward of {of or 'an autograd node'}"
             out.append({"key": key, "op": fact.op, "phase": phase, "backward_of": of or None, "site": site,
                         "count": count, "first_step": step, "label": op, "fact": fact.to_dict()})
-        for (op, site), count in self.warned.items():
-            out.append({"key": "warned", "op": op, "phase": "unknown", "backward_of": None, "site": site,
+        for (op, phase, site), count in self.warned.items():
+            out.append({"key": "warned", "op": op, "phase": phase, "backward_of": None, "site": site,
                         "count": count, "first_step": None, "label": op,
                         "fact": {"op": op, "why": "has no deterministic implementation in PyTorch",
                                  "deterministic_ratio": None, "size": "", "spread": "", "replacement": "",
@@ -249,8 +249,11 @@ def install() -> Callable[[], list[dict[str, Any]]]:
                     file: Any = None, line: str | None = None) -> None:
         m = _WARNED.match(str(message))
         if m:
-            site = _site(sys._getframe(1))[0]
-            uses.warned[(m.group(1), site)] = uses.warned.get((m.group(1), site), 0) + 1
+            site, optim = _site(sys._getframe(1))
+            phase = "backward" if torch._C._current_autograd_node() is not None else (
+                "optimizer" if optim else "forward")
+            key = (m.group(1), phase, site)
+            uses.warned[key] = uses.warned.get(key, 0) + 1
             return
         show(message, category, filename, lineno, file, line)
 
