@@ -5,12 +5,14 @@ divergence. The scripts are tests/scripts/census/ (index_put_ in a module's forw
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import run_twinrun
 from twinrun.doctor import Cause, Diagnosis, Experiment, Verdict, Where, diagnose
 from twinrun.doctor.census import OpCensus, census, explain_kernel
 from twinrun.doctor.experiments import ExperimentRunner
@@ -51,6 +53,8 @@ def test_index_put_in_a_modules_forward_is_named_with_its_call_site(threads):
     assert [(r["op"], r["phase"], r["count"]) for r in rows] == [("index_put_ (accumulate=True)", "forward", 2)]
     assert rows[0]["site"].endswith(line_of("scatter_pool.py", "pooled.index_put_("))
     assert rows[0]["fact"]["deterministic_ratio"] == torch_census.KNOWN["index_put_acc"].deterministic
+    assert (rows[0]["rewrite"]["before"], rows[0]["rewrite"]["after"]) == (
+        "pooled.index_put_((owner,), feats, accumulate=True)", "pooled.index_add_(0, owner, feats)")
 
 
 def test_backward_of_advanced_indexing_is_named_at_the_forward_call(threads):
@@ -59,6 +63,8 @@ def test_backward_of_advanced_indexing_is_named_at_the_forward_call(threads):
         ("index_put_ (accumulate=True), backward of x[idx]", "backward", 2)]
     assert rows[0]["site"].endswith(line_of("lookup_backward.py", "self.table[index]"))
     assert "embedding" in rows[0]["fact"]["replacement"]
+    assert (rows[0]["rewrite"]["before"], rows[0]["rewrite"]["after"]) == (
+        "self.table[index]", "torch.nn.functional.embedding(index, self.table)")
 
 
 def test_clean_script_uses_no_such_op(threads):
@@ -147,7 +153,9 @@ def test_doctor_names_the_op_its_pass_and_call_site():
     assert c is not None and runner.launched == 1
     assert d.detail is not None and d.detail.startswith("index_put_ (accumulate=True), forward, at ")
     assert d.detail.endswith(site) and site in d.fix and site in d.summary
-    assert "twinrun.deterministic()" in d.fix and "index_add_" in d.fix and "0.02x" in d.fix
+    assert "twinrun.deterministic()" in d.fix and "0.02x" in d.fix
+    assert f"replace `pooled.index_put_((owner,), feats, accumulate=True)` at {d.detail.split(' at ')[-1]} with " \
+           "`pooled.index_add_(0, owner, feats)`" in d.fix
     assert "forward pass, 1 call in 1 step" in d.summary   # the census ran up to the divergence's step
     assert d.evidence[-1].name == "census" and d.evidence[-1].acted[0].site.endswith(site)
     assert d.to_dict()["census"]["ops"][0]["op"] == "index_put_ (accumulate=True)"
@@ -166,8 +174,16 @@ def test_doctor_leaves_a_divergence_that_one_thread_fixed():
     ("scatter_pool.py", "index_put_ (accumulate=True), forward", "pooled.index_put_("),
     ("lookup_backward.py", "index_put_ (accumulate=True), backward of x[idx]", "self.table[index]"),
 ])
-def test_doctor_end_to_end(script, detail, text):
+def test_doctor_end_to_end_and_its_rewrite_makes_check_pass(script, detail, text, tmp_path):
     d = diagnose(SCRIPTS / script, max_steps=2)
     assert (d.verdict, d.cause) == ("not-reproducible", "nondeterministic-kernel"), d.summary
     assert d.detail is not None and d.detail.startswith(detail) and d.detail.endswith(line_of(script, text))
     assert line_of(script, text) in d.fix and [e.name for e in d.evidence][-1] == "census"
+    # The op-level replacement doctor prints, applied to a copy, makes the runs repeat.
+    rewrite = d.census["ops"][0]["rewrite"]
+    source = (SCRIPTS / script).read_text()
+    assert source.count(rewrite["before"]) == 1
+    fixed = tmp_path / script
+    fixed.write_text(source.replace(rewrite["before"], rewrite["after"]))
+    r = run_twinrun("check", "--max-steps", 2, "--json", fixed, timeout=600)
+    assert r.returncode == 0 and json.loads(r.stdout)["identical"] is True, r.stderr[-2000:]

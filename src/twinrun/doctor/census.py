@@ -58,14 +58,17 @@ class OpUse:
     first_step: int | None
     backward_of: str | None = None
     fact: dict[str, Any] = field(default_factory=dict)
+    rewrite: dict[str, str] | None = None   # the call on the user's line and its replacement (before, after)
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> OpUse:
+        rewrite = row.get("rewrite")
         return cls(str(row["op"]), str(row.get("label") or row["op"]), str(row.get("phase") or "unknown"),
                    str(row.get("site") or ""), int(row.get("count") or 0),
                    None if row.get("first_step") is None else int(row["first_step"]),
                    None if row.get("backward_of") is None else str(row["backward_of"]),
-                   dict(row.get("fact") or {}))
+                   dict(row.get("fact") or {}),
+                   {str(k): str(v) for k, v in rewrite.items()} if isinstance(rewrite, dict) else None)
 
     @property
     def detail(self) -> str:
@@ -86,7 +89,8 @@ class OpUse:
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "label": self.label, "phase": self.phase, "site": self.site, "count": self.count,
-                "first_step": self.first_step, "backward_of": self.backward_of, "fact": dict(self.fact)}
+                "first_step": self.first_step, "backward_of": self.backward_of, "fact": dict(self.fact),
+                "rewrite": self.rewrite}
 
 
 @dataclass
@@ -201,10 +205,13 @@ def _fix(use: OpUse, layer: str | None) -> str:
            f"before training{cost}; the run-to-run difference comes from `{use.label}` {use.where()}"
            + (f" (the traces first part at `{layer}`)" if layer else "")
            + f", which {f.get('why') or 'parts run to run'}.")
-    if f.get("replacement"):
-        r = f.get("replacement_ratio")
-        fix += (f" Or replace that call with {f['replacement']}, which repeats on CPU without the global mode"
-                + (f" ({r} the default's time)" if r else "") + ".")
+    r = f.get("replacement_ratio")
+    cost = f" ({r} the default's time)" if r else ""
+    if use.rewrite:
+        fix += (f" Or, without the global mode, replace `{use.rewrite['before']}` at {use.site} with "
+                f"`{use.rewrite['after']}`, which repeats on CPU{cost}.")
+    elif f.get("replacement"):
+        fix += f" Or replace that call with {f['replacement']}, which repeats on CPU without the global mode{cost}."
     return fix
 
 

@@ -27,6 +27,7 @@ so they are not counted.
 
 from __future__ import annotations
 
+import linecache
 import os
 import re
 import sys
@@ -41,7 +42,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["KNOWN", "MEASURED_WITH", "OpFact", "install"]
+__all__ = ["KNOWN", "MEASURED_WITH", "OpFact", "install", "rewrite"]
 
 MEASURED_WITH = "python benchmarks/bench_census.py --rounds 15 --repeats 10 --cells 64"
 
@@ -88,11 +89,11 @@ KNOWN: dict[str, OpFact] = {
 # The backward of these forward calls runs one of KNOWN's ops: their forward call site is the one to name.
 BACKWARD_OF = {"IndexBackward0": "x[idx]", "TakeBackward0": "torch.take", "IndexPutBackward0": "index_put"}
 # The backward of x[idx], measured on the lookup of examples/nondeterminism/nondeterministic_kernel.py.
+# (index_select's backward, index_add_, also repeats but costs 1.9-3.9x.)
 LOOKUP_BACKWARD = OpFact(
-    "index_put_ (accumulate=True)", "the backward of `x[idx]` adds the gradient rows of repeated indices in the "
-    "order the threads reach them", 0.4, "114,688 indices into 1,088 rows of 16", "0.4x into 16,384 rows",
-    "`torch.nn.functional.embedding(idx, x)` for a row lookup (or `x.index_select(0, idx)`, 1.9-3.9x)",
-    "0.55-0.69x")
+    "index_put_ (accumulate=True)", "adds the gradient rows of repeated indices in the order the threads reach "
+    "them", 0.4, "114,688 indices into 1,088 rows of 16", "",
+    "`torch.nn.functional.embedding(idx, x)` (a row lookup of a 2-D `x`)", "0.55-0.69x")
 
 _PUT = {"aten.index_put_.default", "aten.index_put.default", "aten._index_put_impl_.default",
         "aten._unsafe_index_put.default"}
@@ -160,24 +161,71 @@ def _classify(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str |
     return None
 
 
+# The op-level replacement written for the user's own line: (pattern of the call, the replacement). Used
+# only when every call at that site had the shapes the replacement needs (``_simple``) and the line holds
+# exactly one such call.
+_NAME = r"[A-Za-z_][\w.]*"
+_REWRITES = {
+    "index_put_acc": (re.compile(rf"(?P<obj>{_NAME})\.index_put_\(\s*\(\s*(?P<idx>[^,()]+?)\s*,?\s*\)\s*,\s*"
+                                 r"(?P<src>.+?)\s*,\s*accumulate\s*=\s*True\s*\)"),
+                      "{obj}.index_add_(0, {idx}, {src})"),
+    "put_acc": (re.compile(rf"(?P<obj>{_NAME})\.put_\(\s*(?P<idx>[^,]+?)\s*,\s*(?P<src>.+?)\s*,\s*"
+                           r"accumulate\s*=\s*True\s*\)"), "{obj}.index_add_(0, {idx}, {src})"),
+    "x[idx]": (re.compile(rf"(?P<obj>{_NAME})\[(?P<idx>{_NAME})\]"), "torch.nn.functional.embedding({idx}, {obj})"),
+}
+
+
+def rewrite(kind: str, site: str) -> dict[str, Any] | None:
+    """The replacement of the one call of ``kind`` on the line at ``site`` (``file:line``), or None."""
+    path, _, line = site.rpartition(":")
+    if kind not in _REWRITES or not line.isdigit():
+        return None
+    code = linecache.getline(os.path.realpath(path), int(line)).split("#", 1)[0]
+    pattern, template = _REWRITES[kind]
+    found = list(pattern.finditer(code))
+    if len(found) != 1:
+        return None
+    return {"site": site, "before": found[0].group(0), "after": template.format(**found[0].groupdict())}
+
+
+def _simple(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether this call has the shapes its op-level replacement needs (one 1-D index into dim 0)."""
+    self = args[0] if args else None
+    if not isinstance(self, torch.Tensor):
+        return False
+    if key == "index_put_acc":
+        given = [t for t in (_arg(args, kwargs, 1, "indices", None) or []) if t is not None]
+        values = _arg(args, kwargs, 2, "values", None)
+        return (len(given) == 1 and given[0].dtype in (torch.long, torch.int) and given[0].dim() == 1
+                and isinstance(values, torch.Tensor) and tuple(values.shape) == (given[0].shape[0], *self.shape[1:]))
+    if key == "put_acc":
+        idx, src = _arg(args, kwargs, 1, "index", None), _arg(args, kwargs, 2, "source", None)
+        return (self.dim() == 1 and isinstance(idx, torch.Tensor) and idx.dim() == 1
+                and isinstance(src, torch.Tensor) and src.shape == idx.shape)
+    return False
+
+
 class _Uses:
-    """The counted uses: (key, phase, site, backward of) -> [count, first step]."""
+    """The counted uses: (key, phase, site, backward of) -> [count, first step, every call simple]."""
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, str, str, str], list[int]] = {}
         self.warned: dict[tuple[str, str, str], int] = {}   # PyTorch's own warnings: (op, pass, site)
 
-    def add(self, key: str, phase: str, site: str, of: str) -> None:
-        entry = self.counts.setdefault((key, phase, site, of), [0, _step()])
+    def add(self, key: str, phase: str, site: str, of: str, simple: bool) -> None:
+        entry = self.counts.setdefault((key, phase, site, of), [0, _step(), 1])
         entry[0] += 1
+        entry[2] &= int(simple)
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
-        for (key, phase, site, of), (count, step) in self.counts.items():
+        for (key, phase, site, of), (count, step, simple) in self.counts.items():
             fact = LOOKUP_BACKWARD if of == "x[idx]" else KNOWN[key]
             op = fact.op if phase != "backward" else f"{fact.op}, backward of {of or 'an autograd node'}"
+            kind = of if phase == "backward" else key
             out.append({"key": key, "op": fact.op, "phase": phase, "backward_of": of or None, "site": site,
-                        "count": count, "first_step": step, "label": op, "fact": fact.to_dict()})
+                        "count": count, "first_step": step, "label": op, "fact": fact.to_dict(),
+                        "rewrite": rewrite(kind, site) if simple else None})
         for (op, phase, site), count in self.warned.items():
             out.append({"key": "warned", "op": op, "phase": phase, "backward_of": None, "site": site,
                         "count": count, "first_step": None, "label": op,
@@ -212,9 +260,10 @@ class _Dispatch(TorchDispatchMode):
                 if node is not None:
                     meta = getattr(node, "metadata", {})
                     site = str(meta.get(_TAG, "")) or site   # the forward call's site, else backward()'s
-                    self.uses.add(key, "backward", site, BACKWARD_OF.get(type(node).__name__, node.name()))
+                    self.uses.add(key, "backward", site, BACKWARD_OF.get(type(node).__name__, node.name()),
+                                  bool(meta.get(_TAG + ".simple")))
                 else:
-                    self.uses.add(key, "optimizer" if optim else "forward", site, "")
+                    self.uses.add(key, "optimizer" if optim else "forward", site, "", _simple(key, args, kwargs))
         return func(*args, **kwargs)
 
 
@@ -230,6 +279,12 @@ class _Function(TorchFunctionMode):
                 meta: dict[str, Any] = fn.metadata   # type: ignore[assignment]  # a dict (stubs: a method)
                 if _TAG not in meta:
                     meta[_TAG] = _site(sys._getframe(1))[0]
+                    # x[idx] of a 2-D table by one integer tensor is a row lookup: embedding(idx, x)
+                    index = args[1] if len(args) > 1 else None
+                    meta[_TAG + ".simple"] = bool(
+                        type(fn).__name__ == "IndexBackward0" and isinstance(args[0], torch.Tensor)
+                        and args[0].dim() == 2 and isinstance(index, torch.Tensor)
+                        and index.dtype in (torch.long, torch.int))
         return out
 
 
