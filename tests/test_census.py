@@ -132,6 +132,7 @@ def test_census_in_a_fresh_process_and_a_script_without_torch(tmp_path):
     assert census(RunOptions.create(plain, max_steps=1), workdir=str(tmp_path)) is None   # cannot tell: no torch
     killed = census(RunOptions.create(SCRIPTS / "scatter_pool.py", max_steps=1), timeout=0.5)
     assert killed is not None and killed.ops == [] and killed.note is not None and "time limit" in killed.note
+    assert killed.sentence().startswith("The census could not tell: ")
 
 
 def kernel_diagnosis(script: Path, phase: str, name: str) -> Diagnosis:

@@ -111,6 +111,8 @@ class OpCensus:
         return (same or self.ops)[0] if self.ops else None
 
     def sentence(self) -> str:
+        if not self.framework:
+            return f"The census could not tell: {self.note or 'its run reported nothing'}."
         if not self.ops:
             return (f"No op known to part run to run on this CPU ran in {fmt_count(self.steps)} "
                     f"step{'s' if self.steps != 1 else ''} of {self.framework}.")
@@ -172,7 +174,7 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
     if c is None:
         exp.note = "no framework with an op census ran (the census covers PyTorch); the op is inferred from the phase"
         return None
-    exp.note, d.census = (c.note if c.note and not c.framework else c.sentence()), c.to_dict()
+    exp.note, d.census = c.sentence(), c.to_dict()
     exp.acted = [Act("census", f"`{u.label}` ({u.counted(c.steps)})", u.label, u.site or "?") for u in c.ops]
     use = c.primary(fd.phase if fd else None)
     if use is None:
