@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .._display import shown
 from ..comparison import Comparison, Divergence, phase_words
 
 __all__ = ["CAUSES", "Act", "Cause", "Diagnosis", "Experiment", "Verdict", "Where", "where_words"]
@@ -65,7 +66,7 @@ class Where:
 
     def words(self) -> str:
         """``at step 0, in the backward pass (`classifier.weight`)``."""
-        return f"at step {self.step}, {phase_words(self.phase)[0]} (`{self.name}`)"
+        return f"at step {self.step}, {phase_words(self.phase)[0]} (`{shown(self.name, 120)}`)"
 
     def short(self) -> dict[str, Any]:
         return {"step": self.step, "phase": self.phase, "name": self.name, "structural": self.structural}
