@@ -27,6 +27,7 @@ from pathlib import Path
 from .._errors import UsageError
 from ..options import RunOptions, positive_int, timeout_seconds
 from .attribution import attribute
+from .census import explain_kernel
 from .experiments import PARALLEL, ExperimentRunner, Plan
 from .model import CAUSES, Act, Cause, Diagnosis, Experiment, Verdict, Where
 from .portability import CHECKS, reproducible
@@ -82,6 +83,7 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
             baseline = runner.pairs([Plan("baseline", "nothing: two runs as you run the script")])[0]
             d = (reproducible(runner, path, baseline, checks) if baseline.identical
                  else attribute(runner, path, baseline))
+            explain_kernel(d, runner)   # deterministic kernels removed it: the census names the op (issue 11)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -153,6 +153,7 @@ class Diagnosis:
     environment: list[dict[str, Any]] | None = None
     nproc: int | None = None                            # the ranks each run had (--nproc)
     replicas: dict[str, Any] | None = None              # --nproc: the replica check of a baseline run
+    census: dict[str, Any] | None = None                # the ops that part run to run (doctor/census.py)
 
     @property
     def exit_code(self) -> int:
@@ -166,5 +167,5 @@ class Diagnosis:
             "confirmed": self.confirmed, "summary": self.summary, "script": self.script,
             "max_steps": self.max_steps, "reruns": self.reruns, "seconds": round(self.seconds, 2),
             "against": self.against, "environment": self.environment, "nproc": self.nproc,
-            "replicas": self.replicas,
+            "replicas": self.replicas, "census": self.census,
         }
