@@ -15,10 +15,10 @@ processes and hold the trace to that truth:
 
 Cases that today's twinrun still gets wrong are ``xfail(strict=True)`` with the reason
 (``XFAIL``; tests/loops/FINDINGS.md has the table). The full matrix (about 30 cases x 4 tests, 7 script
-processes per case: over an hour on 2 cores) is marked ``loops_full`` and deselected by default;
+processes per case: over an hour on 2 cores) is marked ``expensive`` and deselected by default;
 one cheap case per loop kind runs by default (``DEFAULT``). Run everything with
 
-    python -m pytest -m loops_full tests/test_loops.py
+    python -m pytest -m "expensive or not expensive" tests/test_loops.py
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ XFAIL: dict[tuple[str, str], str] = {
 def _params(test: str) -> list:
     out = []
     for c in CASES:
-        marks = [] if (test, c.name) in DEFAULT else [pytest.mark.loops_full]
+        marks = [] if (test, c.name) in DEFAULT else [pytest.mark.expensive]
         why = XFAIL.get((test, c.name)) or XFAIL.get(("*", c.name))
         if why:
             marks.append(pytest.mark.xfail(strict=True, reason=why))
