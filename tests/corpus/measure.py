@@ -1,0 +1,105 @@
+"""Run the corpus under ``twinrun check`` and say whether each claim of expected.toml holds.
+
+    python tests/corpus/measure.py                      # every case, originals and fixed twins, twice
+    python tests/corpus/measure.py torch_vocab_set -r 3 # one case, three checks of each file
+    python tests/corpus/measure.py --json out.jsonl     # one JSON line per check, for the report
+
+Run from the repository root with this checkout's ``src`` on PYTHONPATH (``PYTHONPATH=src``).
+Each check is two fresh runs of the script (``twinrun check --max-steps N``); a claim holds when
+an original parts at the expected phase and its fixed twin (and every reproducible script) does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_cases() -> dict[str, dict[str, Any]]:
+    """The tables of expected.toml, by case name."""
+    with open(HERE / "expected.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def check(script: Path, max_steps: int, timeout: float = 600) -> dict[str, Any]:
+    """One ``twinrun check`` of ``script``: identical or not, where the runs part, and how long it took."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}  # hash-seed cases need it unset
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "twinrun", "check", str(script), "--max-steps", str(max_steps),
+                           "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=timeout)
+    seconds = time.perf_counter() - started
+    try:
+        doc = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"script": str(script), "returncode": proc.returncode, "error": proc.stderr[-2000:], "seconds": seconds}
+    first = doc.get("first_divergence") or {}
+    return {"script": str(script), "returncode": proc.returncode, "identical": doc["identical"],
+            "phase": first.get("phase"), "step": first.get("step"), "name": first.get("name"),
+            "steps": [doc.get("steps_a"), doc.get("steps_b")], "sentence": doc.get("sentence"),
+            "structural": bool(doc.get("structural")), "seconds": round(seconds, 1),
+            "run_seconds": [r.get("seconds") for r in doc.get("runs", [])]}
+
+
+def verdict(case: dict[str, Any], result: dict[str, Any], fixed: bool) -> str:
+    """'ok' when the check agrees with the table, otherwise what is wrong."""
+    if "error" in result:
+        return f"no JSON (exit {result['returncode']})"
+    if result["steps"][0] != case["max_steps"] or result["steps"][1] != case["max_steps"]:
+        return f"steps {result['steps']} != {case['max_steps']}"
+    should_part = case["cause"] != "reproducible" and not fixed
+    if not should_part:
+        return "ok" if result["identical"] else f"parted at {result['phase']} ({result['name']})"
+    if result["identical"]:
+        return "identical"
+    if result["phase"] != case["phase"]:
+        return f"phase {result['phase']} != {case['phase']}"
+    return "ok"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="case names (default: all)")
+    parser.add_argument("-r", "--repeats", type=int, default=2, help="checks of each file (default 2)")
+    parser.add_argument("--only", choices=["original", "fixed"], help="check only originals or only fixed twins")
+    parser.add_argument("--json", type=Path, help="append one JSON line per check to this file")
+    args = parser.parse_args()
+    cases = load_cases()
+    names = args.names or list(cases)
+    unknown = [n for n in names if n not in cases]
+    if unknown:
+        parser.error(f"no such case in expected.toml: {', '.join(unknown)}")
+    bad = 0
+    for name in names:
+        case = cases[name]
+        files = []
+        if args.only != "fixed":
+            files.append((HERE / case["file"], False))
+        if case["cause"] != "reproducible" and args.only != "original":
+            files.append((HERE / "fixed" / case["file"], True))
+        for path, fixed in files:
+            for _ in range(args.repeats):
+                result = check(path, case["max_steps"])
+                result.update(case=name, fixed=fixed, verdict=verdict(case, result, fixed))
+                bad += result["verdict"] != "ok"
+                where = "identical" if result.get("identical") else f"{result.get('phase')}@{result.get('step')} {result.get('name')}"
+                print(f"{name:42s} {'fixed' if fixed else 'orig ':5s} {result['verdict']:28s} {where:40s} "
+                      f"{result['seconds']:6.1f}s", flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(result) + "\n")
+    print(f"{bad} check(s) disagree with expected.toml")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
