@@ -36,7 +36,7 @@ def check(script: Path, max_steps: int, timeout: float = 600) -> dict[str, Any]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "twinrun", "check", str(script), "--max-steps", str(max_steps),
-                           "--json", "--quiet"], capture_output=True, text=True, env=env, timeout=timeout)
+                           "--json", "--quiet"], check=False, capture_output=True, text=True, env=env, timeout=timeout)
     seconds = time.perf_counter() - started
     try:
         doc = json.loads(proc.stdout)
