@@ -3,7 +3,7 @@
     python tests/corpus/measure.py                      # every case, originals and fixed twins, twice
     python tests/corpus/measure.py torch_vocab_set -r 3 # one case, three checks of each file
     python tests/corpus/measure.py --json out.jsonl     # one JSON line per check, for the report
-    python tests/corpus/measure.py --evidence           # also: where A's input samples are in run B
+    python tests/corpus/measure.py --evidence           # also: where run A's input samples are in run B
 
 Run from the repository root with this checkout's ``src`` on PYTHONPATH (``PYTHONPATH=src``).
 Each check is two fresh runs of the script (``twinrun check --max-steps N``); a claim holds when
@@ -62,9 +62,10 @@ def check(script: Path, max_steps: int, evidence: bool = False, timeout: float =
 def sample_pools(trace_a: str, trace_b: str, name: str) -> dict[str, Any]:
     """Where run A's samples of input ``name`` are in run B, over every recorded step.
 
-    ``same_place``: the same digest at the same step and position; ``moved``: found in B, elsewhere;
-    ``changed``: found nowhere in B. Fractions of A's samples. ``distinct``: distinct digests in A
-    (few when the input is a label: then ``moved`` says little).
+    ``same_place``: the same digest at the same step and position; ``elsewhere``: found in B at
+    another place; ``nowhere``: not found in B (changed samples, or, in a partial epoch, samples
+    that B had not reached). Fractions of A's samples. ``distinct``: distinct digests in A (few
+    when the input is a label: then ``elsewhere`` says little).
     """
     # The public trace reader, imported here so that --help needs no twinrun on the path.
     from twinrun import Trace
@@ -81,7 +82,7 @@ def sample_pools(trace_a: str, trace_b: str, name: str) -> dict[str, Any]:
     same = sum(b.get(pos) == d for pos, d in a.items())
     found = sum(d in in_b for d in a.values())
     return {"count": len(a), "distinct": len(set(a.values())), "same_place": round(same / len(a), 3),
-            "moved": round((found - same) / len(a), 3), "changed": round(1 - found / len(a), 3)}
+            "elsewhere": round((found - same) / len(a), 3), "nowhere": round(1 - found / len(a), 3)}
 
 
 def verdict(case: dict[str, Any], result: dict[str, Any], fixed: bool) -> str:
