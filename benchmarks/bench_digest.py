@@ -19,7 +19,7 @@ import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from twinrun.trace import TraceWriter, digest, stats  # noqa: E402
+from twinrun.trace import TraceWriter, digest, stats
 
 
 def best(fn, repeats=7):
@@ -45,18 +45,18 @@ def throughput():
         for n in (1 << 14, 1 << 20, 1 << 24):
             a = rng.standard_normal(n).astype(np.float32)
             gb = a.nbytes / 1e9
-            raw = best(lambda: xxhash.xxh3_128(memoryview(a)).digest())
-            ours = best(lambda: digest(a, "float32"))
-            st = best(lambda: stats(a, "float32"))
+            raw = best(lambda a=a: xxhash.xxh3_128(memoryview(a)).digest())
+            ours = best(lambda a=a: digest(a, "float32"))
+            st = best(lambda a=a: stats(a, "float32"))
             step = [0]
 
-            def add():
+            def add(a=a, step=step):
                 w.add(step[0], "forward", "x", a)
                 w.commit_step(step[0])
                 step[0] += 1
 
             ad = best(add)
-            print(f"{'float32[%d]' % n:>22} {gb / raw:13.1f} {gb / ours:9.1f} {raw / ours:6.2f} {gb / st:8.2f} "
+            print(f"{f'float32[{n}]':>22} {gb / raw:13.1f} {gb / ours:9.1f} {raw / ours:6.2f} {gb / st:8.2f} "
                   f"{gb / ad:7.2f}")
         w.close()
     try:
@@ -70,9 +70,10 @@ def throughput():
         t = torch.randn(1 << 24).to(dt)
         arr = adapter.to_numpy(t)
         gb = arr.nbytes / 1e9
-        raw = best(lambda: xxhash.xxh3_128(memoryview(arr)).digest())
-        ours = best(lambda: digest(adapter.to_numpy(t), adapter.dtype_name(t)))
-        print(f"{'torch ' + str(dt).removeprefix('torch.') + '[%d]' % t.numel():>22} {gb / raw:13.1f} "
+        raw = best(lambda arr=arr: xxhash.xxh3_128(memoryview(arr)).digest())
+        ours = best(lambda t=t: digest(adapter.to_numpy(t), adapter.dtype_name(t)))
+        label = f"torch {str(dt).removeprefix('torch.')}[{t.numel()}]"
+        print(f"{label:>22} {gb / raw:13.1f} "
               f"{gb / ours:9.1f} {raw / ours:6.2f}   (adapter.to_numpy + digest)")
 
 

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT / "examples" / "keras"))
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from cnn_fit import build  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from tensorflow.python.framework import config as tf_config  # noqa: E402
 
-from cnn_fit import build  # noqa: E402
-from twinrun.trace import record  # noqa: E402
+from twinrun.recording import record  # noqa: E402
 
 
 def run(setting: str, x, y, epochs: int, batch: int, folder: str) -> float:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
-from twinrun.sweep import Results, compare_results, script_identity, sweep  # noqa: E402
+from twinrun.sweep import Results, SweepRun, compare_sweeps, script_identity, sweep  # noqa: E402
 
 TRIVIAL = "import twinrun\ntwinrun.log_metric('x', 1.0)\n"
 CPU = "import twinrun\ns = 0\nfor i in range(12_000_000):\n    s += i % 7\ntwinrun.log_metric('x', s)\n"
@@ -55,7 +55,8 @@ def speedup(tmp: Path, n: int) -> None:
         times[label] = time.perf_counter() - t
         assert r.ok == n, r.failures
     base = times["workers 1"]
-    print(f"speed-up on {n} CPU-bound runs ({os.cpu_count()} cores): " + ", ".join(f"{k} {v:.2f}s" for k, v in times.items())
+    shown = ", ".join(f"{k} {v:.2f}s" for k, v in times.items())
+    print(f"speed-up on {n} CPU-bound runs ({os.cpu_count()} cores): " + shown
           + f" -> workers 2: {base / times['workers 2']:.2f}x, dask-local 2: {base / times['dask-local 2']:.2f}x "
           "(goal >= 1.7; dask-local includes starting the cluster)")
 
@@ -67,10 +68,9 @@ def fake_results(path: Path, script: Path, runs: int, metrics: int, shift: float
     ident = script_identity(script)
     with Results.create(path, ident, {"design": "single", "vary": "all", "base_seed": 0}, dict) as res:
         for i in range(runs):
-            res.add({"arm": "all", "idx": i, "seed": i, "env": {"TWINRUN_SEED": str(i)}, "status": "ok",
-                     "returncode": 0, "error": None, "duration": 1.0, "host": "bench",
-                     "metrics": {f"m{k}": [(None, float(rng.normal(0.9 + shift * (k % 2), 0.01)))]
-                                 for k in range(metrics)}})
+            res.add(SweepRun("all", i, i, {"TWINRUN_SEED": str(i)}, "ok", 0, None, 1.0, "bench",
+                             series={f"m{k}": [(None, float(rng.normal(0.9 + shift * (k % 2), 0.01)))]
+                                     for k in range(metrics)}))
 
 
 def compare_speed(tmp: Path, runs: int, resamples: int) -> None:
@@ -80,10 +80,10 @@ def compare_speed(tmp: Path, runs: int, resamples: int) -> None:
     fake_results(a, script, runs, 10, 0.002, 1)
     fake_results(b, script, runs, 10, 0.0, 2)
     t = time.perf_counter()
-    res = compare_results(a, b, n_resamples=resamples)
+    res = compare_sweeps(a, b, n_resamples=resamples)
     dt = time.perf_counter() - t
     t = time.perf_counter()
-    compare_results(a, n_resamples=resamples)
+    compare_sweeps(a, n_resamples=resamples)
     dt1 = time.perf_counter() - t
     print(f"compare: 2 files x {runs} runs x 10 metrics, {resamples} resamples: {dt:.2f}s "
           f"(summary of one file: {dt1:.2f}s); {sum(m['comparison']['significant'] for m in res.metrics.values())} "

@@ -111,8 +111,9 @@ def overhead(steps: int, folder: Path) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from twinrun.frameworks.torch_trace import install
-    from twinrun.trace import Recorder, TraceWriter, build_header
+    from twinrun.frameworks.torch.tracing import install
+    from twinrun.recording import Recorder, build_header
+    from twinrun.trace import TraceWriter
 
     class TimedRecorder(Recorder):
         """Adds up the CPU time the training thread spends in the recorder (digests, stats, SQLite):
@@ -190,7 +191,7 @@ def against(steps: int, k: int, folder: Path) -> dict:
     script = str(HERE)
     args = ["--as-script", "--steps", str(steps), "--flip-at", str(k)]
     ref = runner.launch(script, args, trace_path=folder / "ref.trace")
-    assert ref.returncode == 0, ref.stderr
+    assert ref.exit_code == 0, ref.stderr
     full = runner.launch(script, args, trace_path=folder / "full.trace")
     short = runner.launch(script, args, trace_path=folder / "short.trace", max_steps=k + 1)
     live = runner.launch(script, args, trace_path=folder / "live.trace", against=ref.trace_path,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 
 import numpy as np
 import pytest
 
-from twinrun.compare import compare, event_difference
-from twinrun.trace import Event, Trace, TraceWriter, record
+from helpers import run_twinrun
+from twinrun.comparison import Samples, diff, event_difference
+from twinrun.recording import record
+from twinrun.trace import Event, Trace, TraceWriter
 
 
 def train(path, steps=6, *, grad_noise_at=None, ulps=1, n_changed=100, permute_at=None, change_sample_at=None,
@@ -62,7 +65,7 @@ def base(tmp_path_factory):
 
 def test_identical_traces(base, tmp_path):
     b = train(tmp_path / "b.trace")
-    c = compare(base, b)
+    c = diff(base, b)
     assert c.identical and c.first_divergence is None and not c.structural and c.growth == []
     assert c.steps_compared == 6
     assert c.events_compared == 2 + 6 * 8  # init, then input, 2 forward, loss, 2 grad, 2 param
@@ -71,29 +74,29 @@ def test_identical_traces(base, tmp_path):
 
 def test_first_divergence_in_the_backward_pass(base, tmp_path):
     b = train(tmp_path / "b.trace", grad_noise_at=3, ulps=3, n_changed=2876)
-    c = compare(base, b)
+    c = diff(base, b)
     assert not c.identical and not c.structural
     d = c.first_divergence
-    assert (d["step"], d["phase"], d["name"]) == (3, "grad", "classifier.weight")
-    assert d["shape"] == [10, 2048] and d["dtype"] == "float32" and d["size"] == 20480
-    assert d["differing"] == 2876 and d["max_ulp"] == 3
+    assert (d.step, d.phase, d.name) == (3, "grad", "classifier.weight")
+    assert d.shape == [10, 2048] and d.dtype == "float32" and d.size == 20480
+    assert d.differing == 2876 and d.max_ulp == 3
     ta, tb = Trace.open(base), Trace.open(b)
     ea = next(e for e in ta.events(3) if (e.phase, e.name) == ("grad", "classifier.weight"))
     eb = next(e for e in tb.events(3) if (e.phase, e.name) == ("grad", "classifier.weight"))
-    diff = np.abs(ta.value(ea).astype(np.float64) - tb.value(eb).astype(np.float64))
-    assert d["max_abs"] == diff.max()
-    assert d["before_identical"] is True
-    assert set(d["before_checked"]) >= {"init", "input", "forward", "loss", "param"}
+    delta = np.abs(ta.value(ea).astype(np.float64) - tb.value(eb).astype(np.float64))
+    assert d.max_abs == delta.max()
+    assert d.before_identical is True
+    assert set(d.before_checked) >= {"init", "input", "forward", "loss", "param"}
     s = c.sentence()
     assert s.startswith("The runs part at step 3, in the backward pass, at the gradient of `classifier.weight`: "
                         "2,876 of 20,480 values differ by at most ")
     assert "(3 ULP); inputs and parameters were identical up to there." in s
     # growth: the parameters drift further apart step after step
-    assert [g["step"] for g in c.growth] == [3, 4, 5]
-    rel = [g["param_rel_diff"] for g in c.growth]
+    assert [g.step for g in c.growth] == [3, 4, 5]
+    rel = [g.param_rel_diff for g in c.growth]
     assert all(r > 0 for r in rel) and rel[0] < rel[1] < rel[2]
-    assert all(g["param_basis"] == "values" for g in c.growth)
-    assert c.growth[0]["differing"] == 2  # the gradient and the updated parameter
+    assert all(g.param_basis == "values" for g in c.growth)
+    assert c.growth[0].differing == 2  # the gradient and the updated parameter
     assert "By step 5 the parameters differ by" in s
     doc = c.to_dict()
     assert json.loads(json.dumps(doc)) == doc and doc["sentence"] == s
@@ -102,39 +105,39 @@ def test_first_divergence_in_the_backward_pass(base, tmp_path):
 def test_without_values_stats_still_say_where(base, tmp_path):
     a = train(tmp_path / "a.trace", value_threshold=0)
     b = train(tmp_path / "b.trace", grad_noise_at=1, value_threshold=0)
-    c = compare(a, b)
+    c = diff(a, b)
     d = c.first_divergence
-    assert (d["step"], d["name"]) == (1, "classifier.weight")
-    assert d["values"] is False and d["differing"] is None and d["max_ulp"] is None
+    assert (d.step, d.name) == (1, "classifier.weight")
+    assert d.values is False and d.differing is None and d.max_ulp is None
     assert "values not kept" in c.sentence()
-    assert c.growth[-1]["param_basis"] == "norms"
+    assert c.growth[-1].param_basis == "norms"
 
 
 def test_input_order_only(base, tmp_path):
     b = train(tmp_path / "b.trace", permute_at=2)
-    d = compare(base, b).first_divergence
-    assert (d["step"], d["phase"], d["name"]) == (2, "input", "x")
-    assert d["input_order_only"] is True
-    assert d["samples"] == {"count": 8, "moved": 8, "changed": 0}
-    assert "the same 8 samples arrive in another order" in compare(base, b).sentence()
+    d = diff(base, b).first_divergence
+    assert (d.step, d.phase, d.name) == (2, "input", "x")
+    assert d.input_order_only is True
+    assert d.samples == Samples(count=8, moved=8, changed=0)
+    assert "the same 8 samples arrive in another order" in diff(base, b).sentence()
 
 
 def test_input_with_other_content_is_not_order_only(base, tmp_path):
     b = train(tmp_path / "b.trace", change_sample_at=1)
-    c = compare(base, b)
+    c = diff(base, b)
     d = c.first_divergence
-    assert d["phase"] == "input" and d["input_order_only"] is False
-    assert d["samples"] == {"count": 8, "moved": 1, "changed": 1}
+    assert d.phase == "input" and d.input_order_only is False
+    assert d.samples == Samples(count=8, moved=1, changed=1)
     assert "1 of 8 samples have other content" in c.sentence()
 
 
 def test_a_different_model_is_structural_not_numeric(base, tmp_path):
     b = train(tmp_path / "b.trace", names=("conv1", "fc"))
-    c = compare(base, b)
+    c = diff(base, b)
     assert not c.identical and c.first_divergence is None and c.different_models
     s = c.structural[0]
-    assert s["kind"] == "other-event" and (s["step"], s["index"]) == (0, 0)
-    assert s["a"]["name"] == "features.0.weight" and s["b"]["name"] == "conv1.weight"
+    assert s.kind == "other-event" and (s.step, s.index) == (0, 0)
+    assert s.a.name == "features.0.weight" and s.b.name == "conv1.weight"
     assert c.sentence().startswith("Structural mismatch, the traces record different models: at step 0")
 
 
@@ -148,9 +151,9 @@ def test_structural_mismatch_after_a_divergence_keeps_both(tmp_path):
                 w.add(s, "custom", "branch", np.zeros(1))  # the diverged run takes another branch
             w.commit_step(s)
         w.close()
-    c = compare(a, b)
-    assert c.first_divergence["step"] == 1 and not c.different_models
-    assert c.structural == [{"kind": "missing-event", "step": 2, "index": 1, "a": None,
+    c = diff(a, b)
+    assert c.first_divergence.step == 1 and not c.different_models
+    assert [s.to_dict() for s in c.structural] == [{"kind": "missing-event", "step": 2, "index": 1, "a": None,
                              "b": {"phase": "custom", "name": "branch", "dtype": "float64", "shape": [1]}}]
     assert "Later, at step 2" in c.sentence()
 
@@ -163,31 +166,31 @@ def test_other_shape_is_structural(tmp_path):
         w.commit_step(0)
         w.close()
         paths.append(tmp_path / f"{n}.trace")
-    c = compare(*paths)
-    assert c.structural[0]["kind"] == "other-shape" and c.first_divergence is None
+    c = diff(*paths)
+    assert c.structural[0].kind == "other-shape" and c.first_divergence is None
 
 
 def test_only_common_steps_and_phases_are_compared(base, tmp_path):
     short = train(tmp_path / "short.trace", max_steps=3)
-    c = compare(base, short)
+    c = diff(base, short)
     assert c.identical and c.steps_compared == 3 and c.status_b == "stopped"
     assert "Trace B has only 3 recorded steps" in c.sentence()
     params_only = train(tmp_path / "p.trace", capture=("param",))
-    c = compare(base, params_only)
+    c = diff(base, params_only)
     assert c.identical and c.phases == ["param"] and "different phases" in c.notes[0]
     b = train(tmp_path / "b.trace", capture=("param",), grad_noise_at=2, ulps=400)  # big enough to survive p - g
-    d = compare(base, b).first_divergence
-    assert (d["step"], d["phase"]) == (2, "param")
-    assert "parameters were identical up to there (inputs not recorded)" in compare(base, b).sentence()
+    d = diff(base, b).first_divergence
+    assert (d.step, d.phase) == (2, "param")
+    assert "parameters were identical up to there (inputs not recorded)" in diff(base, b).sentence()
 
 
 def test_env_diff_of_the_headers(tmp_path):
     a = train(tmp_path / "a.trace", steps=1, env={"python": "3.11", "torch": {"version": "2.13.0", "threads": 2}})
     b = train(tmp_path / "b.trace", steps=1, env={"python": "3.11", "torch": {"version": "2.13.0", "threads": 1}})
-    c = compare(a, b)
+    c = diff(a, b)
     assert c.identical
-    keys = [d["key"] for d in c.env_diff["differences"]]
-    assert any("threads" in str(k) for k in keys) and not any("python" == k for k in keys)
+    keys = [d.key for d in c.env_diff.differences]
+    assert any("threads" in str(k) for k in keys) and not any(k == "python" for k in keys)
 
 
 # --- ULPs and differences of one pair of events -----------------------------------------------------
@@ -207,18 +210,18 @@ def test_ulp_distance_counts_representable_values_between(dtype):
         y[1] = np.nextafter(y[1], dtype(-np.inf))
     y[2] = -np.finfo(dtype).smallest_subnormal  # across zero: +0 and the smallest negative subnormal
     d = event_difference(ev(x), ev(y), x, y)
-    assert d["differing"] == 2 and d["max_ulp"] == 5
-    assert d["max_abs"] == pytest.approx(abs(float(x[1]) - float(y[1])))
+    assert d.differing == 2 and d.max_ulp == 5
+    assert d.max_abs == pytest.approx(abs(float(x[1]) - float(y[1])))
     z = np.array([np.finfo(dtype).smallest_subnormal, 0, 0, 0], dtype)
     w = np.array([-np.finfo(dtype).smallest_subnormal, 0, 0, 0], dtype)
-    assert event_difference(ev(z), ev(w), z, w)["max_ulp"] == 2
+    assert event_difference(ev(z), ev(w), z, w).max_ulp == 2
 
 
 def test_plus_and_minus_zero_differ_in_bits_but_not_in_ulps():
     x, y = np.zeros(3, np.float32), np.zeros(3, np.float32)
     y[0] = -0.0
     d = event_difference(ev(x), ev(y), x, y)
-    assert d["differing"] == 1 and d["max_ulp"] == 0 and d["max_abs"] == 0.0
+    assert d.differing == 1 and d.max_ulp == 0 and d.max_abs == 0.0
 
 
 def test_bfloat16_ulps_through_the_raw_bits():
@@ -227,23 +230,23 @@ def test_bfloat16_ulps_through_the_raw_bits():
     other = bits.copy()
     other[1] += 4  # four bf16 steps above 2.0
     d = event_difference(ev(bits, "bfloat16"), ev(other, "bfloat16"), bits, other)
-    assert d["differing"] == 1 and d["max_ulp"] == 4
-    assert d["max_abs"] == pytest.approx(4 * 2.0 ** -6)  # bf16 has 7 mantissa bits: spacing 2**-6 at 2
+    assert d.differing == 1 and d.max_ulp == 4
+    assert d.max_abs == pytest.approx(4 * 2.0 ** -6)  # bf16 has 7 mantissa bits: spacing 2**-6 at 2
 
 
 def test_nan_counts_as_differing_without_a_distance():
     x = np.array([1.0, 2.0], np.float32)
     y = np.array([1.0, np.nan], np.float32)
     d = event_difference(ev(x), ev(y), x, y)
-    assert d["differing"] == 1 and d["max_abs"] is None and d["max_ulp"] is None
-    assert d["stats_b"]["nonfinite"] == 1
+    assert d.differing == 1 and d.max_abs is None and d.max_ulp is None
+    assert d.stats_b.nonfinite == 1
 
 
 def test_integers_have_differences_but_no_ulps():
     x = np.array([1, 2, 3], np.int64)
     y = np.array([1, 7, 3], np.int64)
     d = event_difference(ev(x), ev(y), x, y)
-    assert d["differing"] == 1 and d["max_abs"] == 5 and d["max_ulp"] is None
+    assert d.differing == 1 and d.max_abs == 5 and d.max_ulp is None
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -286,3 +289,43 @@ def test_cli_diff_bad_input_is_one_line_and_exit_2(twinrun_cmd, base, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
         assert r.stdout == ""
+
+
+# --- twinrun diff --html -------------------------------------------------------------------------
+
+def island(page, ident="twinrun-document"):
+    """A JSON island of a report page (docs/reports.md)."""
+    html = page.read_text(encoding="utf-8")
+    return json.loads(re.search(rf'id="{ident}">(.*?)</script>', html, re.S).group(1))
+
+
+def test_cli_diff_html_writes_the_page_and_keeps_stdout_json(base, tmp_path):
+    other = train(tmp_path / "other.trace", grad_noise_at=2)
+    page = tmp_path / "diff.html"
+    r = run_twinrun("diff", base, other, "--json", "--html", page)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)  # stdout: the JSON document alone
+    assert island(page) == doc
+    assert f"twinrun diff: wrote {page}" in r.stderr
+    first = island(page, "twinrun-data")["map"]["first"]  # read from the two traces themselves
+    assert (first["step"], first["phase"], first["name"]) == (2, "grad", "classifier.weight")
+    before = page.read_bytes()
+    # Without --json: the terminal view on stdout; --quiet: no "wrote" line; the same bytes again.
+    r = run_twinrun("diff", base, other, "--html", page, "-q")
+    assert r.returncode == 1, r.stderr
+    assert "The runs part at step 2" in r.stdout and r.stderr == ""
+    assert page.read_bytes() == before
+
+
+def test_cli_diff_html_refuses_a_file_that_is_not_a_report(base, tmp_path):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    for path, words in [(notes, "not a twinrun report"), (tmp_path / "no" / "r.html", "does not exist"),
+                        (tmp_path, "is a folder")]:
+        r = run_twinrun("diff", base, base, "--html", path, "--json")
+        assert r.returncode == 2, (path, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
+    assert notes.read_text() == "<p>my notes</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html"]

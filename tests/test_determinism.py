@@ -68,7 +68,9 @@ def test_torch_flags_flip_and_restore_as_context_manager(clean_thread_env):
     before_torch, before_proc = torch_state(), process_state()
     assert before_torch["algos"] is False
 
-    with deterministic(threads=1) as report:
+    # Only torch: TensorFlow or JAX started by another test of this process would (rightly) report
+    # their switches as too late.
+    with deterministic(threads=1, frameworks=["torch"]) as report:
         inside = torch_state()
         assert inside == {
             "algos": True, "warn_only": True, "cudnn_deterministic": True, "cudnn_benchmark": False,

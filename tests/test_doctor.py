@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from twinrun.doctor import diagnose, isa_emulations
-from twinrun.interventions import NAMES, apply, parse_lines
 from helpers import run_twinrun
+from twinrun import _channel
+from twinrun.doctor import diagnose
+from twinrun.frameworks.torch.portability import isa_variants
+from twinrun.interventions import NAMES, apply
 
 ROOT = Path(__file__).resolve().parents[1]
 EX = ROOT / "examples" / "nondeterminism"
@@ -57,14 +59,14 @@ def test_doctor_names_the_cause_and_the_fix_works(name, cause, detail, phase, wo
     assert (d.verdict, d.cause) == ("not-reproducible", cause), d.summary
     if detail is not None:
         assert d.detail == detail
-    assert d.first_divergence["phase"] == phase
+    assert d.first_divergence.phase == phase
     assert d.confirmed, "a cause is named only when an intervention removed the divergence"
     assert any(e.identical for e in d.evidence[1:]), "the confirming experiment is in the evidence"
     assert d.portability is None
     for w in words:
         assert w in d.fix
     if cause == "nondeterministic-kernel":
-        assert d.first_divergence["name"] == "table"
+        assert d.first_divergence.name == "table"
     check_passes(FIXED / f"{name}.py")
 
 
@@ -93,7 +95,7 @@ def test_reproducible_script_with_portability_through_the_cli():
         assert d["portability"]["thread-count"]["stable"] is True
     else:
         assert d["portability"]["thread-count"]["stable"] in (True, False)
-    plans, _ = isa_emulations()
+    plans, _ = isa_variants()
     assert [row["setting"] for row in isa["runs"]] == [p.name for p in plans]
     assert not any("avx512" in row["setting"].lower() for row in isa["runs"])   # never above the CPU
     if isa["runs"]:
@@ -128,13 +130,13 @@ def test_no_emulable_isa_is_said_not_skipped(monkeypatch):
     assert "ATEN_CPU_CAPABILITY" in isa["note"] and "MKL_CBWR: already set" in isa["note"]
     assert d.reruns == 2
     # Without PyTorch there is nothing to emulate either.
-    plans, why = isa_emulations(probe={}, flags=set(), environ={})
+    plans, why = isa_variants(probe_result={}, flags=set(), environ={})
     assert plans == [] and "not installed" in why[0]
 
 
 def test_isa_ladder_never_goes_above_the_cpu():
     probe = {"capability": "AVX2", "mkl": True, "mkldnn": True, "threads": 2}
-    plans, _ = isa_emulations(probe=probe, flags={"avx", "avx2", "fma", "sse4_1"}, environ={})
+    plans, _ = isa_variants(probe_result=probe, flags={"avx", "avx2", "fma", "sse4_1"}, environ={})
     assert [p.name for p in plans] == ["ATEN_CPU_CAPABILITY=default", "ONEDNN_MAX_CPU_ISA=AVX",
                                        "ONEDNN_MAX_CPU_ISA=SSE41", "MKL_CBWR=COMPATIBLE"]
 
@@ -178,7 +180,7 @@ def test_against_a_trace_of_another_model_is_a_structural_mismatch(tmp_path):
 
 @pytest.mark.slow
 def test_against_a_lower_isa_machine_is_reproduced_by_emulation(tmp_path):
-    plans, _ = isa_emulations()
+    plans, _ = isa_variants()
     aten = [p for p in plans if p.name.startswith("ATEN_CPU_CAPABILITY=")]
     if not aten:
         pytest.skip("this CPU runs PyTorch's lowest kernel level: no other machine to emulate")
@@ -207,13 +209,15 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
         c = random.Random().random()
         print(a, b, c, np.random.rand())
     """))
+    reports = [tmp_path / f"reports-{i}.jsonl" for i in range(2)]
     runs = [subprocess.run([sys.executable, "-c",
                             "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
-                            "runpy.run_path(sys.argv[2], run_name='__main__')", names, str(script)],
-                           capture_output=True, text=True, cwd=tmp_path) for names in ["seed-numpy,seed-random"] * 2]
+                            "runpy.run_path(sys.argv[2], run_name='__main__')", "seed-numpy,seed-random", str(script)],
+                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, _channel.ENV: str(rep)})
+            for rep in reports]
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout == runs[1].stdout
-    acted = parse_lines(runs[0].stderr)
+    acted = _channel.read(reports[0])
     assert {(a["name"], a["what"]) for a in acted} == {("seed-numpy", "numpy.random.default_rng() without a seed"),
                                                       ("seed-random", "random.Random() without a seed")}
     assert all(a["site"].startswith("draws.py:") for a in acted)
@@ -226,4 +230,4 @@ def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
     assert NAMES == ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
-                     "one-cpu")
+                     "one-cpu", "ddp-small-buckets")

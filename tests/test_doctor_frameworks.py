@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from twinrun.doctor import diagnose, framework_isa_plans
-from twinrun.env import cpu_flags
-from twinrun.frameworks.portability import ISA_ORDER, cpu_isa
+from twinrun import _channel, frameworks
+from twinrun.cpu import ISA_ORDER, cpu_flags
+from twinrun.cpu import isa_level as cpu_isa
+from twinrun.doctor import diagnose
+
+
+def framework_isa_plans(fws, flags=None, environ=None):
+    """The lower-ISA reruns of the frameworks ``fws`` (PyTorch's own are tested in test_doctor)."""
+    flags = cpu_flags() if flags is None else flags
+    environ = os.environ if environ is None else environ
+    return frameworks.isa_variants(fws, flags, environ)
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = ROOT / "examples" / "keras" / "cnn_fit.py"
@@ -48,8 +56,8 @@ def check_passes(script: Path, *args) -> None:
 def test_keras_tf_seed_alone_is_unseeded_init_and_keras_seeding_fixes_it():
     d = diagnose(CNN, ["--seeding", "tf", "--steps", "3"], max_steps=2)
     assert (d.verdict, d.cause) == ("not-reproducible", "unseeded-init"), d.summary
-    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "init")
-    assert d.first_divergence["name"].startswith("cnn/")
+    assert (d.first_divergence.step, d.first_divergence.phase) == (0, "init")
+    assert d.first_divergence.name.startswith("cnn/")
     assert d.confirmed and [e.name for e in d.evidence] == ["baseline", "seed"]
     assert "keras.utils.set_random_seed(0)" in d.fix and "twinrun.seed_everything(0)" in d.fix
     assert "tf.random.set_seed` alone" in d.fix
@@ -60,10 +68,10 @@ def test_keras_tf_seed_alone_is_unseeded_init_and_keras_seeding_fixes_it():
 def test_keras_unseeded_tf_data_shuffle_is_data_pipeline_order_and_its_seed_fixes_it():
     d = diagnose(PIPELINE, ["--unseeded", "shuffle", "--samples", "128", "--batch", "32"], max_steps=2)
     assert (d.verdict, d.cause, d.detail) == ("not-reproducible", "data-pipeline", "order"), d.summary
-    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "input")
+    assert (d.first_divergence.step, d.first_divergence.phase) == (0, "input")
     assert d.confirmed
     data = next(e for e in d.evidence if e.name == "data")
-    assert data.identical and [a["name"] for a in data.acted] == ["seed-tf-data"]
+    assert data.identical and [a.name for a in data.acted] == ["seed-tf-data"]
     assert "tf.data.Dataset.shuffle(...)` at " in d.fix and "tfdata_pipeline.py:" in d.fix
     assert 'seed=seeds.tf("data")' in d.fix
     check_passes(PIPELINE, "--samples", "128", "--batch", "32")   # the same pipeline, shuffle seeded
@@ -95,12 +103,12 @@ def test_keras_reproducible_with_onednn_and_isa_rows():
 def test_jax_key_from_the_clock_is_unseeded_init_found_by_fixing_the_clock():
     d = diagnose(MLP, ["--key-from-time"], max_steps=1)
     assert (d.verdict, d.cause, d.detail) == ("not-reproducible", "unseeded-init", "clock"), d.summary
-    assert (d.first_divergence["step"], d.first_divergence["phase"]) == (0, "init")
-    assert d.first_divergence["name"].startswith("dense")
+    assert (d.first_divergence.step, d.first_divergence.phase) == (0, "init")
+    assert d.first_divergence.name.startswith("dense")
     # Seeding every RNG does not help (the key comes from the clock); fixing the clock does.
     assert [(e.name, e.identical) for e in d.evidence] == [("baseline", False), ("seed", False), ("clock", True)]
     clock = d.evidence[-1]
-    assert [a["what"] for a in clock.acted] == ["time.time_ns()"] and "mlp.py:" in clock.acted[0]["site"]
+    assert [a.what for a in clock.acted] == ["time.time_ns()"] and "mlp.py:" in clock.acted[0].site
     assert 'seeds.jax("init")' in d.fix and "time.time_ns()` at " in d.fix
     check_passes(MLP)   # keys from twinrun's streams
 
@@ -146,14 +154,12 @@ def test_isa_plans_for_tensorflow_and_jax_stay_below_the_cpu_and_respect_user_se
     assert any("--xla_cpu_max_isa (JAX): no level below SSE4_2" in w for w in why)
     plans, why = framework_isa_plans(["jax"], flags={"neon", "asimd"}, environ={})
     assert plans == [] and "not x86" in why[0]
-    # A PyTorch-only script gets none of these (its rows come from isa_emulations).
-    assert framework_isa_plans(["numpy", "torch"], flags=avx2, environ={}) == ([], [])
+    # NumPy brings none of these (a PyTorch script's rows are PyTorch's own).
+    assert frameworks.adapter_class("numpy").isa_variants(avx2, {}) == ([], [])
 
 
 def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(tmp_path):
     import textwrap
-
-    from twinrun.interventions import parse_lines
 
     script = tmp_path / "clock.py"
     script.write_text(textwrap.dedent("""
@@ -163,14 +169,16 @@ def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(
         record = logging.LogRecord("x", 20, "f", 1, "m", None, None)   # the standard library's own clock
         print(a, b, record.created - b > 1e6, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     """))
+    reports = [tmp_path / f"reports-{i}.jsonl" for i in range(2)]
     runs = [subprocess.run([sys.executable, "-c",
                             "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
                             "runpy.run_path(sys.argv[2], run_name='__main__')", "fixed-clock,one-cpu", str(script)],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=60) for _ in range(2)]
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                           env={**os.environ, _channel.ENV: str(rep)}) for rep in reports]
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout == runs[1].stdout          # the program's clock repeats
     a, b, real, cpus = runs[0].stdout.split()
     assert int(a) < float(b) * 1e9 and real == "True"   # rising; a library's clock is the real one
     assert cpus == "1"
-    assert [(x["name"], x["what"]) for x in parse_lines(runs[0].stderr)] == [
+    assert [(x["name"], x["what"]) for x in _channel.read(reports[0])] == [
         ("fixed-clock", "time.time_ns()"), ("fixed-clock", "time.time()")]

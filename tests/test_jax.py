@@ -16,8 +16,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import twinrun  # noqa: E402
 import twinrun.jax  # noqa: E402
-from twinrun.trace import Trace, record  # noqa: E402
-from helpers import run_twinrun
+from helpers import run_twinrun  # noqa: E402
+from twinrun.recording import record  # noqa: E402
+from twinrun.trace import Trace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ROOT / "examples" / "jax" / "mlp.py"
@@ -69,7 +70,7 @@ def test_tracer_without_recorder_does_nothing_and_refuses_traced_values(tmp_path
     tracer.step(params={"w": jnp.ones(2)})    # no recorder: nothing happens, no error
     with record(tmp_path / "t.trace"):
         assert tracer.active
-        with pytest.raises(twinrun.UsageError, match="traced value for 'w'.*outside the transformed function"):
+        with pytest.raises(twinrun.UsageError, match=r"traced value for 'w'.*outside the transformed function"):
             jax.jit(lambda p: tracer.step(params=p) or p)({"w": jnp.ones(2)})
 
 
@@ -113,9 +114,9 @@ def test_deterministic_sets_xla_flags_in_time_and_says_when_too_late():
 
 def test_xla_cpu_max_isa_flag_is_accepted_by_this_jax():
     # The portability probe's variable: XLA aborts on unknown flags, so this pins that the flag exists.
-    from twinrun.frameworks.portability import variants
+    from twinrun.frameworks.jax import JaxAdapter
 
-    lowest = variants("jax", cpu_isa="AVX2")[-1]
+    lowest = JaxAdapter.isa_variants({"sse4_2", "avx", "avx2", "fma"}, {})[0][-1]
     code = "import jax.numpy as jnp; print(float(jnp.tanh(jnp.linspace(-3, 3, 101)).sum()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **lowest.env})

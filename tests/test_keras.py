@@ -25,8 +25,9 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import twinrun  # noqa: E402
-from twinrun.trace import Trace, record  # noqa: E402
-from helpers import run_twinrun
+from helpers import run_twinrun  # noqa: E402
+from twinrun.recording import record  # noqa: E402
+from twinrun.trace import Trace  # noqa: E402
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -113,7 +114,7 @@ def test_tfdata_pipeline_repeats_and_reshuffles_only_when_asked(tmp_path):
         with Trace.open(path) as t:
             ys = [e.sample_digests for s in t.steps() for e in t.events(s) if e.name == "y"]
         assert len(ys) == 8
-        return [sum(ys[:4], []), sum(ys[4:], [])]
+        return [[v for y in ys[:4] for v in y], [v for y in ys[4:] for v in y]]
 
     each = label_order(sorted(tmp_path.glob("run-*.trace"))[0])
     first, second = label_order(once)
@@ -248,7 +249,7 @@ def test_tracer_refuses_symbolic_tensors(tmp_path):
 
     with record(tmp_path / "t.trace"):
         # autograph re-raises errors of user code as its StagingError, with twinrun's message inside
-        with pytest.raises(Exception, match="got a symbolic tensor for 'loss' .*inside tf.function"):
+        with pytest.raises(Exception, match=r"got a symbolic tensor for 'loss' .*inside tf.function"):
             step(tf.constant(1.0))
 
 
@@ -310,7 +311,7 @@ def test_deterministic_switches_op_determinism_and_names_unseeded_ops():
 def _clear_global_seed():
     from tensorflow.python.eager import context
 
-    context.context()._set_global_seed(None)  # noqa: SLF001 - tf.random.set_seed(None) keeps the eager seed
+    context.context()._set_global_seed(None)
 
 
 def test_environment_has_onednn_flag_and_thread_counts():
@@ -323,16 +324,28 @@ def test_environment_has_onednn_flag_and_thread_counts():
 def test_seed_tf_data_intervention_seeds_unseeded_shuffles_and_generators():
     from tensorflow.python.data.ops.dataset_ops import DatasetV2
 
-    from twinrun.frameworks import tf_interventions
+    from twinrun.frameworks.tensorflow.interventions import INTERVENTIONS
+
+    class Context:   # what twinrun.interventions gives an intervention: reports and seed sequences
+        def __init__(self):
+            self.notes: list[str] = []
+            self.counter = iter(range(100))
+
+        def note(self, name, what, api):
+            self.notes.append(what)
+
+        def sequence(self, kind):
+            return np.random.SeedSequence([7, next(self.counter)])
 
     saved = DatasetV2.shuffle, tf.random.Generator.__dict__["from_non_deterministic_state"]
     try:
         runs = []
         for _ in range(2):
-            notes: list[str] = []
-            counter = iter(range(100))
+            ctx = Context()
+            notes = ctx.notes
             DatasetV2.shuffle, tf.random.Generator.from_non_deterministic_state = saved
-            tf_interventions.install(notes.append, lambda kind: np.random.SeedSequence([7, next(counter)]))
+            for intervention in INTERVENTIONS:
+                intervention.apply(ctx)
             order = list(tf.data.Dataset.range(16).shuffle(16).as_numpy_iterator())
             draw = tf.random.Generator.from_non_deterministic_state().normal((3,)).numpy()
             runs.append((order, draw, notes))
@@ -345,11 +358,14 @@ def test_seed_tf_data_intervention_seeds_unseeded_shuffles_and_generators():
 
 
 def test_portability_variants_never_exceed_the_cpu():
-    from twinrun.frameworks.portability import ISA_ORDER, variants
+    from twinrun.cpu import ISA_ORDER
+    from twinrun.frameworks.tensorflow import TensorflowAdapter
 
+    flags = {"SSE4_2": {"sse4_2"}, "AVX": {"sse4_2", "avx"}, "AVX2": {"sse4_2", "avx", "avx2", "fma"},
+             "AVX512": {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}}
     for isa in ISA_ORDER:
-        for v in variants("tensorflow", cpu_isa=isa):
+        for v in TensorflowAdapter.isa_variants(flags[isa], {})[0]:
             if v.cause == "cpu-isa":
                 wanted = v.env["ONEDNN_MAX_CPU_ISA"].replace("SSE41", "SSE4_2").replace("AVX512_CORE", "AVX512")
                 assert ISA_ORDER.index(wanted) < ISA_ORDER.index(isa)
-    assert variants("tensorflow", cpu_isa=None)[0].env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert TensorflowAdapter.isa_variants(set(), {})[0][0].env == {"TF_ENABLE_ONEDNN_OPTS": "0"}

@@ -236,13 +236,13 @@ def test_without_twinrun_every_rank_draws_the_same_augmentations(plain, twin):
 
 def test_loader_kwargs_needs_a_root_seed_and_a_good_rank(monkeypatch):
     import twinrun.torch
-    from twinrun import seeding
+    from twinrun import _active
     from twinrun._errors import UsageError
 
-    monkeypatch.setattr(seeding, "_current", None)
+    monkeypatch.setattr(_active, "_seeds", None)
     with pytest.raises(UsageError, match="seed_everything"):
         twinrun.torch.loader_kwargs()
-    monkeypatch.setattr(seeding, "_current", Seeds(3, overrides={}))
+    monkeypatch.setattr(_active, "_seeds", Seeds(3, overrides={}))
     for bad in (-1, "0", True):
         with pytest.raises(UsageError, match="rank"):
             twinrun.torch.loader_kwargs(rank=bad)
@@ -258,5 +258,5 @@ def test_loader_kwargs_needs_a_root_seed_and_a_good_rank(monkeypatch):
 def test_public_namespace():
     import twinrun.torch
 
-    assert twinrun.torch.__all__ == ["loader_kwargs", "unwatch", "watch", "worker_rng"]
+    assert twinrun.torch.__all__ == ["batch_invariant", "loader_kwargs", "unwatch", "watch", "worker_rng"]
     assert textwrap.dedent(twinrun.torch.loader_kwargs.__doc__ or "").strip()

@@ -57,7 +57,8 @@ def test_truncated_last_line_is_skipped_other_bad_lines_raise(tmp_path):
 
 def test_fresh_process_writes_to_the_file_named_by_the_variable(tmp_path):
     p = tmp_path / "m.jsonl"
-    code = "import twinrun; twinrun.log_metric('x', 3); import sys; print(sorted(m for m in sys.modules if m in ('torch','tensorflow','jax')))"
+    code = ("import twinrun; twinrun.log_metric('x', 3); import sys; "
+            "print(sorted(m for m in sys.modules if m in ('torch','tensorflow','jax')))")
     out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ, METRICS_ENV: str(p)},
                          capture_output=True, text=True, check=True).stdout
     assert read_metrics(p) == {"x": [(None, 3.0)]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -12,10 +13,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from twinrun import runner  # noqa: E402
-from twinrun.compare import compare  # noqa: E402
-from twinrun.trace import Trace  # noqa: E402
 from helpers import TWINRUN, run_twinrun
+from twinrun import runner
+from twinrun.comparison import diff
+from twinrun.trace import Trace
 
 SCRIPTS = Path(__file__).parent / "scripts"
 CNN = SCRIPTS / "cnn_digits.py"
@@ -71,11 +72,11 @@ def test_one_vs_two_threads_part_at_the_wide_layer_gradient(tmp_path, isa):
     args = ["--seed", "0", "--wide"]
     one = runner.launch(CNN, args, max_steps=2, threads=1, env=env, trace_path=tmp_path / "1.trace")
     two = runner.launch(CNN, args, max_steps=2, threads=2, env=env, trace_path=tmp_path / "2.trace")
-    assert (one.returncode, one.status, two.returncode, two.status) == (0, "stopped", 0, "stopped"), two.stderr
-    c = compare(one.trace_path, two.trace_path)
+    assert (one.exit_code, one.status, two.exit_code, two.status) == (0, "stopped", 0, "stopped"), two.stderr
+    c = diff(one.trace_path, two.trace_path)
     fd = c.first_divergence
-    assert not c.identical and (fd["step"], fd["phase"], fd["name"]) == (0, "grad", "classifier.weight")
-    assert fd["before_identical"] is True
+    assert not c.identical and (fd.step, fd.phase, fd.name) == (0, "grad", "classifier.weight")
+    assert fd.before_identical is True
 
 
 # --- run: stop, kill, fail ------------------------------------------------------------------------
@@ -143,7 +144,7 @@ def test_script_that_raises_exit_3_with_its_traceback_and_the_trace_kept(tmp_pat
     r = twinrun("run", "-o", out, CNN, "--", "--seed", 0, "--raise-at", 2)
     assert r.returncode == 3
     assert "RuntimeError: boom at step 2" in r.stderr and str(CNN) in r.stderr
-    assert "runpy" not in r.stderr and "twinrun/runner.py" not in r.stderr  # the script's frames only
+    assert "runpy" not in r.stderr and "twinrun/runner" not in r.stderr  # the script's frames only
     t = Trace.open(out)
     assert t.status == "failed" and t.steps() == [0, 1]
 
@@ -176,6 +177,55 @@ def test_check_against_a_reference_stops_at_the_first_divergence(tmp_path):
     assert Trace.open(tmp_path / "k2" / "run-1.trace").steps() == list(range(8))
     r = twinrun("check", "--json", "--against", ref, CNN, "--", "--seed", 0, "--steps", 8)
     assert r.returncode == 0 and json.loads(r.stdout)["identical"] is True
+
+
+# --- check --html ---------------------------------------------------------------------------------
+def island(page, ident="twinrun-document"):
+    """A JSON island of a report page (docs/reports.md)."""
+    html = page.read_text(encoding="utf-8")
+    return json.loads(re.search(rf'id="{ident}">(.*?)</script>', html, re.S).group(1))
+
+
+def test_check_html_reads_the_temporary_traces_before_they_are_deleted(tmp_path):
+    page = tmp_path / "check.html"
+    r = twinrun("check", "--html", page, "--max-steps", 2, CNN)   # unseeded: the runs part at init
+    assert r.returncode == 1, r.stderr
+    assert "The runs part at step 0" in r.stdout   # without --json: the terminal view, and the page
+    assert f"twinrun check: wrote {page}" in r.stderr
+    doc = island(page)   # the --json document, built without --json
+    assert doc["traces_kept"] is None and len(doc["runs"]) == 2 and len(doc["comparisons"]) == 1
+    fd = doc["first_divergence"]
+    assert (fd["step"], fd["phase"], fd["name"]) == (0, "init", "features.0.weight")
+    data = island(page, "twinrun-data")   # read from the two traces ...
+    first = data["map"]["first"]
+    assert (first["step"], first["name"]) == (0, "features.0.weight") and data["ulp"]
+    assert not any(Path(run["trace"]).exists() for run in doc["runs"])   # ... which are gone now
+
+
+def test_check_html_with_json_and_a_failed_run(tmp_path):
+    page = tmp_path / "check.html"
+    r = twinrun("check", "--json", "--html", page, "--runs", 3, "--max-steps", 2, "--keep-traces", tmp_path / "kept",
+                CNN, "--", "--seed", 0)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)   # stdout: the JSON document alone
+    assert island(page) == doc and doc["identical"] is True
+    assert f"twinrun check: wrote {page}" in r.stderr
+    assert island(page, "twinrun-data")["map"]["first"] is None
+    # A run that fails gives no page, and says so.
+    r = twinrun("check", "--html", tmp_path / "failed.html", "-q", CNN, "--", "--seed", 0, "--raise-at", 1)
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines()[-1].endswith("no two runs to compare")
+    assert not (tmp_path / "failed.html").exists()
+
+
+def test_check_html_bad_input_is_refused_before_any_run(tmp_path):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    r = twinrun("check", "--html", notes, "--json", CNN, cwd=tmp_path)
+    one_line_error(r, "cannot write the report", str(notes), "not a twinrun report")   # one line: no run started
+    assert r.stdout == "" and notes.read_text() == "<p>my notes</p>"
+    one_line_error(twinrun("check", "--html", tmp_path / "no" / "c.html", CNN), "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html"]
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from twinrun import frameworks, seeding
+from twinrun import _active, frameworks, seeding
 from twinrun._errors import UsageError
 from twinrun.seeding import HashSeedWarning, Seeds, current, name_key, seed_everything
 
@@ -33,9 +33,9 @@ def _clean(monkeypatch):
     for var in list(os.environ):
         if var.startswith("TWINRUN_SEED") or var == seeding.ENV_RELAUNCHED:
             monkeypatch.delenv(var)
-    before = (seeding._current, set(seeding._watching))
+    before = (_active.current_seeds(), set(seeding._watching))
     yield
-    seeding._current = before[0]
+    _active.set_seeds(before[0])
     # Do not leave import hooks behind that would seed TensorFlow/JAX in other tests of this session.
     for name in seeding._watching - before[1]:
         callbacks = frameworks._pending.get(name, [])

@@ -121,7 +121,8 @@ def test_variance_shares_recover_the_sources():
     rng = np.random.default_rng(4)
     arms = {"init": rng.normal(0, 2.0, 60), "data": rng.normal(0, 1.0, 60), "none": np.zeros(60)}
     v = stats.variance_shares(arms, n_resamples=1000)
-    assert v.shares["init"].value == pytest.approx(arms["init"].var(ddof=1) / (arms["init"].var(ddof=1) + arms["data"].var(ddof=1)))
+    init, data = arms["init"].var(ddof=1), arms["data"].var(ddof=1)
+    assert v.shares["init"].value == pytest.approx(init / (init + data))
     assert v.shares["init"].low < 0.8 < v.shares["init"].high
     assert v.shares["none"].value == 0.0
     flat = stats.variance_shares({k: np.ones(5) for k in arms}, n_resamples=200)

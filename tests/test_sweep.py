@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_twinrun
 from twinrun.sweep import Results, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +59,12 @@ def one_line_error(r, code=2):
 
 
 def test_plan_sets_only_the_varied_stream():
-    assert plan(2, vary="all")[1]["env"] == {"TWINRUN_SEED": "1"}
-    assert plan(1, vary="data", base_seed=7)[0]["env"] == {"TWINRUN_SEED": "7", "TWINRUN_SEED_DATA": "0"}
-    assert plan(1, vary="aug-ment")[0]["env"]["TWINRUN_SEED_AUG_MENT"] == "0"
+    assert plan(2, vary="all")[1].env == {"TWINRUN_SEED": "1"}
+    assert plan(1, vary="data", base_seed=7)[0].env == {"TWINRUN_SEED": "7", "TWINRUN_SEED_DATA": "0"}
+    assert plan(1, vary="aug-ment")[0].env["TWINRUN_SEED_AUG_MENT"] == "0"
     arms = plan(3, design="variance")
-    assert [r["arm"] for r in arms] == ["init"] * 3 + ["data"] * 3 + ["none"] * 3
-    assert {json.dumps(r["env"]) for r in arms if r["arm"] == "none"} == {'{"TWINRUN_SEED": "0"}'}
+    assert [r.arm for r in arms] == ["init"] * 3 + ["data"] * 3 + ["none"] * 3
+    assert {json.dumps(r.env) for r in arms if r.arm == "none"} == {'{"TWINRUN_SEED": "0"}'}
 
 
 def test_sweep_records_runs_resumes_and_compares(twinrun_cmd, toy, tmp_path):
@@ -97,6 +99,33 @@ def test_sweep_records_runs_resumes_and_compares(twinrun_cmd, toy, tmp_path):
     assert doc["metrics"]["loss"]["comparison"]["better"] is None  # same seeds, same losses
     r = run(twinrun_cmd, "compare", db, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["metrics"]["accuracy"]["n"] == 6
+
+
+def test_compare_html_writes_the_page_and_refuses_a_file_that_is_not_a_report(toy, tmp_path):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    for db, shift in ((a, "0.1"), (b, "0")):
+        r = run_twinrun("sweep", toy, "--seeds", 4, "--vary", "init", "--workers", 2, "-o", db, "-q", "--", shift)
+        assert r.returncode == 0, r.stderr
+    page = tmp_path / "compare.html"
+    r = run_twinrun("compare", a, b, "--metric", "accuracy", "--resamples", 500, "--json", "--html", page)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)   # stdout: the JSON document alone
+    html = page.read_text(encoding="utf-8")
+    assert json.loads(re.search(r'id="twinrun-document">(.*?)</script>', html, re.S).group(1)) == doc
+    assert f"twinrun compare: wrote {page}" in r.stderr
+    data = json.loads(re.search(r'id="twinrun-data">(.*?)</script>', html, re.S).group(1))
+    assert [f["file"] for f in data["files"]] == ["a.db", "b.db"]   # the runs, read from both results files
+    assert {arm: p["n"] for arm, p in data["profiles"]["accuracy"].items()} == {"A": 4, "B": 4}
+    # One file, the terminal view, --quiet: no "wrote" line.
+    one = tmp_path / "one.html"
+    r = run_twinrun("compare", a, "--resamples", 500, "--html", one, "-q")
+    assert r.returncode == 0 and "wrote" not in r.stderr and one.exists()
+    # A file that is not a report: one line, exit 2, before the bootstrap, the file untouched.
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    r = run_twinrun("compare", a, b, "--html", notes)
+    assert "not a twinrun report" in one_line_error(r) and "bootstrapping" not in r.stderr
+    assert r.stdout == "" and notes.read_text() == "<p>my notes</p>"
 
 
 def test_failed_runs_are_recorded_and_do_not_stop_the_sweep(twinrun_cmd, toy, tmp_path):

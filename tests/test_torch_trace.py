@@ -13,7 +13,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import twinrun  # noqa: E402
-from twinrun.frameworks.torch_trace import unwatch, watch  # noqa: E402
+from twinrun.frameworks.torch.tracing import unwatch, watch  # noqa: E402
 from twinrun.trace import Trace  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -190,7 +190,7 @@ def test_watch_limits_recording_to_one_model_and_optimizer(tmp_path, digits):
 
 
 def test_second_root_model_is_prefixed_and_loss_modules_are_named(tmp_path, digits):
-    x, y = digits
+    x, _ = digits
     torch.manual_seed(0)
     gen, disc = nn.Sequential(nn.Linear(64, 64)), nn.Sequential(nn.Linear(64, 1))
     crit = nn.BCEWithLogitsLoss()

@@ -17,7 +17,8 @@ import xxhash
 
 from twinrun import BadTraceError, UsageError
 from twinrun import trace as T
-from twinrun.trace import PHASES, Recorder, StopRun, Trace, TraceWriter, active_recorder, digest, record, stats
+from twinrun.recording import Recorder, StopRun, active_recorder, record
+from twinrun.trace import PHASES, Trace, TraceWriter, digest, stats
 
 
 def rng(seed=0):
@@ -156,7 +157,7 @@ def test_stats_count_non_finite_and_describe_the_finite_rest():
 def test_stats_of_bfloat16_bits_decode_the_values():
     f = np.array([1.0, -2.5, 0.15625], np.float32)
     bits = (f.view(np.int32) >> 16).astype(np.int16)  # exact in bf16
-    l2, mean, maxabs, nonfinite = stats(bits, "bfloat16")
+    l2, _, maxabs, nonfinite = stats(bits, "bfloat16")
     assert l2 == pytest.approx(float(np.linalg.norm(f.astype(np.float64))))
     assert maxabs == 2.5 and nonfinite == 0
 
@@ -305,7 +306,7 @@ def test_values_of_a_forged_dtype_are_refused_not_interpreted(tmp_path):
 KILLED_SCRIPT = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from twinrun.trace import record
+    from twinrun.recording import record
     with record(sys.argv[1], header={"purpose": "sigkill test"}) as rec:
         for step in range(10_000):
             rec.event("input", "x", np.full((4, 3), step, np.float32), per_sample=True)
@@ -453,7 +454,7 @@ def test_against_compares_only_the_phases_both_capture(tmp_path):
     assert rec.divergence is None and Trace.open(live).status == "complete"
     with record(live, against=ref, capture=("param",)) as rec:
         run_steps(rec, 5, change_at=3)
-    assert rec.divergence["phase"] == "param" and rec.step == 3
+    assert rec.divergence.phase == "param" and rec.step == 3
 
 
 def test_against_with_keep_going_records_and_continues(tmp_path):
@@ -536,8 +537,8 @@ def test_torch_tensors_float32_and_bfloat16(tmp_path):
 
 HOOK_SCRIPT = textwrap.dedent("""
     import sys
-    from twinrun.trace import record
-    import twinrun.compare
+    from twinrun.recording import record
+    import twinrun.comparison
     assert not {"torch", "tensorflow", "jax"} & set(sys.modules), "twinrun imported a framework"
     with record(sys.argv[1]) as rec:
         before = sorted(rec._hooked)

@@ -9,6 +9,7 @@ Without ``twinrun run`` the tracer calls do nothing. Prints ``params=<digest> lo
 
 import argparse
 import hashlib
+import itertools
 import time
 
 import jax
@@ -22,7 +23,7 @@ import twinrun.jax
 
 def init_params(key, sizes):
     params = {}
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         key, sub = jax.random.split(key)
         params[f"dense{i}"] = {"w": jax.random.normal(sub, (n_in, n_out)) * jnp.sqrt(2.0 / n_in),
                                "b": jnp.zeros(n_out)}

@@ -45,7 +45,7 @@ if __name__ == "__main__":
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with multiprocessing.get_context("fork").Pool(4) as pool:
-        for epoch in range(2):
+        for _epoch in range(2):
             for start in range(0, len(X) - 31, 32):
                 batch = list(pool.imap_unordered(prepare, range(start, start + 32)))  # completion order
                 xb = torch.from_numpy(np.stack([x for x, _ in batch]))

@@ -30,7 +30,7 @@ def weights_digest(model):
 X, y = load_digits()
 model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))  # initialised from the unseeded global RNG
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for epoch in range(2):
+for _epoch in range(2):
     for i in range(0, len(X) - 31, 32):
         xb, yb = torch.from_numpy(X[i:i + 32]), torch.from_numpy(y[i:i + 32])
         loss = nn.functional.cross_entropy(model(xb), yb)

@@ -32,7 +32,7 @@ torch.manual_seed(0)
 X, y = load_digits()
 model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
-for epoch in range(2):
+for _epoch in range(2):
     for i in range(0, len(X) - 15, 16):
         xb, yb = torch.from_numpy(X[i:i + 16]), torch.from_numpy(y[i:i + 16])
         loss = nn.functional.cross_entropy(model(xb), yb)

@@ -36,7 +36,7 @@ torch.manual_seed(0)
 X, y = load_digits()
 model = nn.Sequential(nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 10))
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
-for epoch in range(2):
+for _epoch in range(2):
     for i in range(0, len(X) - 63, 64):
         xb, yb = torch.from_numpy(X[i:i + 64]), torch.from_numpy(y[i:i + 64])
         loss = nn.functional.cross_entropy(model(xb), yb)

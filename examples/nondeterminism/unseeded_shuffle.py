@@ -36,7 +36,7 @@ for p in model.parameters():
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 # ... but shuffle=True without a generator draws the order from torch's global RNG, never seeded here.
 loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=32, shuffle=True)
-for epoch in range(2):
+for _epoch in range(2):
     for xb, yb in loader:
         loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad()

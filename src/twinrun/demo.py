@@ -11,12 +11,13 @@ Returns plain data (``DemoResult.to_dict()``); the CLI renders it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-__all__ = ["DemoResult", "Scenario", "run_demo", "SCRIPT"]
+__all__ = ["SCRIPT", "DemoResult", "Scenario", "run_demo"]
 
 SCRIPT = Path(__file__).with_name("_demo") / "digits_cnn.py"
 
@@ -81,10 +82,10 @@ def _summary(fingerprint: dict) -> dict:
 def run_demo(*, steps: int = 20, workdir: str | Path | None = None,
              progress: Callable[[str], None] = lambda _m: None) -> DemoResult:
     """Run the three scenarios and return what happened."""
-    import torch  # noqa: F401  (the demo is a PyTorch demo: its reports cover torch)
+    from . import determinism, env, frameworks, seeding
 
-    from . import determinism, env, seeding
-    from .compare import compare
+    frameworks.get("torch")   # the demo is a PyTorch demo: its reports cover torch
+    from .comparison import diff
     from .runner import launch
 
     seeds = seeding.seed_everything(0, hash_seed="ignore")
@@ -93,10 +94,10 @@ def run_demo(*, steps: int = 20, workdir: str | Path | None = None,
     fingerprint = env.capture()
 
     tmp = tempfile.TemporaryDirectory(prefix="twinrun-demo-") if workdir is None else None
-    root = Path(workdir or tmp.name)
+    root = Path(workdir) if workdir is not None else Path(tmp.name if tmp else ".")
     root.mkdir(parents=True, exist_ok=True)
     args = ["--steps", str(steps)]
-    plans = [
+    plans: list[tuple[str, bool, list[dict[str, Any]]]] = [
         ("Seeded, twice, in fresh processes", True,
          [dict(tag="seeded-a", args=args), dict(tag="seeded-b", args=args)]),
         ("Seeded, 1 thread vs 2 threads", False,
@@ -116,12 +117,12 @@ def run_demo(*, steps: int = 20, workdir: str | Path | None = None,
                 ]
                 done = [f.result() for f in futures]
                 for r, res in zip(runs, done):
-                    if res.returncode != 0:
+                    if res.exit_code != 0:
                         from ._errors import ScriptFailedError
 
-                        raise ScriptFailedError(f"demo run {r['tag']} failed (exit {res.returncode}): "
+                        raise ScriptFailedError(f"demo run {r['tag']} failed (exit {res.exit_code}): "
                                                 f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ''}")
-                comparison = compare(done[0].trace_path, done[1].trace_path)
+                comparison = diff(done[0].trace_path, done[1].trace_path)
                 result.scenarios.append(Scenario(
                     title=title, expect_identical=expect, identical=comparison.identical,
                     sentence=comparison.sentence(), comparison=comparison.to_dict(),

@@ -20,14 +20,16 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import Any
 
 from . import frameworks as _fw
 from ._errors import UsageError
 from .frameworks import Switch
 
-__all__ = ["DeterminismReport", "Setting", "THREAD_ENV_VARS", "current_settings", "deterministic"]
+__all__ = ["THREAD_ENV_VARS", "DeterminismReport", "Setting", "current_settings", "deterministic"]
 
 # Variables read at start-up by the thread pools of child processes (this process's pools have
 # started already, so threadpoolctl and the framework switches act on those).
@@ -57,7 +59,7 @@ class Setting:
     warning: str | None = None
     when: str = "call"      # "call", or "import" when applied as the framework was imported later
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -85,7 +87,7 @@ class DeterminismReport:
                 out.append(f"{s.framework}: {s.name} is {s.after!r}, not {s.want!r}, after setting it")
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "strict": self.strict,
             "threads": self.threads,
@@ -116,7 +118,7 @@ class DeterminismReport:
     def __enter__(self) -> DeterminismReport:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.restore()
 
     # --- applying --------------------------------------------------------------------------------
@@ -187,13 +189,13 @@ def deterministic(strict: bool = False, threads: int | None = None,
                 report._apply_framework(name, "call")
             else:
                 report.pending.append(name)
-                _fw.when_imported(_fw._REGISTRY[name][0], _on_import(report, name))
+                _fw.when_imported(_fw.module_of(name), _on_import(report, name))
         _active.append(report)
     return report
 
 
-def _on_import(report: DeterminismReport, name: str):
-    def callback(_module) -> None:
+def _on_import(report: DeterminismReport, name: str) -> Callable[[ModuleType], None]:
+    def callback(_module: ModuleType) -> None:
         with _lock:
             if report.restored or name not in report.pending:
                 return
@@ -207,7 +209,7 @@ def _on_import(report: DeterminismReport, name: str):
     return callback
 
 
-def current_settings() -> dict:
+def current_settings() -> dict[str, Any]:
     """The live determinism state of the loaded frameworks and of the process, JSON-ready.
 
     ``{"active": {...} | None, "process": {...}, "torch": {name: value}, ...}``: what a trace header
@@ -227,7 +229,7 @@ def current_settings() -> dict:
         for sw in adapter.switches(strict=False, threads=1):
             try:
                 values[sw.name] = sw.get()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - a header is written whatever one framework's getter does
                 values[sw.name] = f"<unreadable: {type(e).__name__}>"
         if values:
             out[adapter.name] = values
@@ -236,7 +238,7 @@ def current_settings() -> dict:
 
 # --- process-level switches -------------------------------------------------------------------------
 def _env_var_switch(var: str, want: str) -> Switch:
-    def set_(value):
+    def set_(value: str | None) -> None:
         if value is None:
             os.environ.pop(var, None)
         else:
@@ -281,14 +283,14 @@ def _threadpool_switch(threads: int, exclude: set[str]) -> Switch | None:
     if not libs:
         return None
 
-    def get():
+    def get() -> dict[str, int]:
         return {k: lib.num_threads for k, lib in libs.items()}
 
-    def set_(value):
+    def set_(value: Any) -> None:
         for k, lib in libs.items():
             lib.set_num_threads(value[k] if isinstance(value, dict) else value)
 
-    sw = Switch("threadpoolctl", get, set_, {k: threads for k in libs},
+    sw = Switch("threadpoolctl", get, set_, dict.fromkeys(libs, threads),
                 "BLAS and OpenMP split sums across threads; another count sums in another order")
     sw.extra["libraries"] = list(libs)
     return sw

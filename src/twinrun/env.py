@@ -26,36 +26,27 @@ from typing import Any
 
 from . import frameworks as _fw
 from ._errors import UsageError
+from .cpu import cpu_info
 
 __all__ = [
-    "ENV_NAMES",
-    "ENV_PREFIXES",
+    "ENV_PATTERNS",
     "SCHEMA",
     "Difference",
     "EnvDiff",
     "capture",
     "check_fingerprint",
-    "cpu_flags",
     "diff",
 ]
 
 SCHEMA = "twinrun.env/1"
 
-# Environment variables that can change numerics, by allow-list only (never the whole environment).
-ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "ONEDNN_", "DNNL_", "TF_", "JAX_", "NPY_", "KMP_", "TWINRUN_SEED")
-ENV_NAMES = ("ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE", "XLA_FLAGS",
-             "GLIBC_TUNABLES", "PYTHONHASHSEED")
+# Environment variables that can change numerics, by allow-list only (never the whole environment):
+# the process-level ones here (thread pools, BLAS, hashing, twinrun's seeds), each framework's from
+# its adapter (``Adapter.env_vars``).
+ENV_PATTERNS = ("OMP_*", "MKL_*", "OPENBLAS_*", "NPY_*", "KMP_*", "TWINRUN_SEED*", "GLIBC_TUNABLES",
+                "PYTHONHASHSEED")
 # A prefix such as TF_ also matches TF_API_TOKEN: names with these words never enter a fingerprint.
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL", "AUTH", "COOKIE", "SESSION")
-# TF_ is also Terraform's prefix: TF_VAR_<name> carries Terraform inputs (often secrets, under any
-# name), the rest configure the Terraform CLI. None of them is TensorFlow's, so all stay out.
-_TERRAFORM = ("TF_VAR_", "TF_CLI_", "TF_TOKEN_", "TF_LOG", "TF_CLOUD_", "TF_REGISTRY_", "TF_PLUGIN_",
-              "TF_DATA_DIR", "TF_IN_AUTOMATION", "TF_INPUT", "TF_WORKSPACE", "TF_IGNORE", "TF_APPEND_USER_AGENT",
-              "TF_STATE_", "TF_ACC", "TF_REATTACH_PROVIDERS")
-
-# Instruction-set flags that decide which kernels numerics libraries dispatch to.
-_ISA_FLAGS = re.compile(r"^(sse4_1|sse4_2|avx|avx2|fma|f16c|avx_vnni|avx512.*|amx.*"
-                        r"|asimd|asimdhp|asimddp|sve|sve2|bf16|i8mm|fphp)$")
 
 # Distributions whose version can change numbers; "nvidia-*" libraries are added by scan.
 NUMERICS_PACKAGES = (
@@ -71,7 +62,7 @@ _NVIDIA = re.compile(r"^nvidia-")
 
 
 # --- capture -------------------------------------------------------------------------------------
-def capture() -> dict:
+def capture() -> dict[str, Any]:
     """A JSON-ready fingerprint of this process's numerics environment. Imports no framework.
 
     Sections: ``python``, ``os``, ``libc``, ``cpu`` (model, ISA flags, usable vs present cores),
@@ -85,7 +76,7 @@ def capture() -> dict:
     fp: dict[str, Any] = {
         "schema": SCHEMA,
         "twinrun": __version__,
-        "captured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "captured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": {"hostname": socket.gethostname()},
         "python": {
             "version": platform.python_version(),
@@ -95,7 +86,7 @@ def capture() -> dict:
         },
         "os": {"system": platform.system(), "release": platform.release(), "machine": platform.machine()},
         "libc": dict(zip(("name", "version"), platform.libc_ver())),
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "gpu": _gpu(),
         "packages": _packages(),
         "threadpools": _threadpools(),
@@ -107,49 +98,22 @@ def capture() -> dict:
 
 
 def _env_vars() -> tuple[dict[str, str], int]:
+    framework = _fw.env_vars()
+    allowed = [*ENV_PATTERNS, *(v.pattern for v in framework if v.rank != "excluded")]
+    excluded = [v.pattern for v in framework if v.rank == "excluded"]
     out, withheld = {}, 0
     for name in sorted(os.environ):
         up = name.upper()
-        if not (up in ENV_NAMES or up.startswith(ENV_PREFIXES)):
+        if not any(fnmatch.fnmatchcase(up, p) for p in allowed):
             continue
-        if any(w in up for w in _SECRET_WORDS) or up.startswith(_TERRAFORM):
+        if any(w in up for w in _SECRET_WORDS) or any(fnmatch.fnmatchcase(up, p) for p in excluded):
             withheld += 1
             continue
         out[name] = os.environ[name]
     return out, withheld
 
 
-def _cpu() -> dict:
-    info: dict[str, Any] = {"model": None, "vendor": None, "flags": [], "count": os.cpu_count()}
-    try:
-        info["usable"] = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        info["usable"] = os.cpu_count()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        info["model"] = platform.processor() or None
-        return info
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor block is enough
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip().lower(), value.strip())
-    info["model"] = fields.get("model name") or fields.get("cpu model") or fields.get("cpu part")
-    info["vendor"] = fields.get("vendor_id") or fields.get("cpu implementer")
-    flags = (fields.get("flags") or fields.get("features") or "").split()
-    info["flags"] = sorted(f for f in set(flags) if _ISA_FLAGS.match(f))
-    return info
-
-
-def cpu_flags() -> set[str]:
-    """This CPU's numerics-relevant instruction-set flags, as ``capture()["cpu"]["flags"]`` lists them."""
-    return set(_cpu()["flags"])
-
-
-def _gpu() -> dict:
+def _gpu() -> dict[str, Any]:
     """NVIDIA driver and GPU models from /proc, which needs no CUDA library; {} without a GPU."""
     out: dict[str, Any] = {}
     try:
@@ -175,9 +139,9 @@ def _gpu() -> dict:
     return out
 
 
-def _packages() -> dict:
+def _packages() -> dict[str, Any]:
     wanted = {_norm(n) for n in NUMERICS_PACKAGES + OTHER_PACKAGES}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for dist in _md.distributions():
         try:
             name = _norm(dist.metadata["Name"] or "")
@@ -193,7 +157,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _threadpools() -> dict:
+def _threadpools() -> dict[str, Any]:
     """threadpoolctl's view of the loaded BLAS/LAPACK/OpenMP libraries, by a path-free key."""
     from .determinism import threadpool_libraries
 
@@ -206,7 +170,7 @@ def _threadpools() -> dict:
     return out
 
 
-def _frameworks() -> dict:
+def _frameworks() -> dict[str, Any]:
     out = {}
     for name in _fw.NAMES:
         if not _fw.is_loaded(name):
@@ -218,7 +182,7 @@ def _frameworks() -> dict:
     return out
 
 
-def check_fingerprint(obj: Any, source: str = "fingerprint") -> dict:
+def check_fingerprint(obj: Any, source: str = "fingerprint") -> dict[str, Any]:
     """``obj`` if it is a twinrun environment fingerprint, else a one-line ``UsageError``."""
     if not isinstance(obj, dict) or not str(obj.get("schema", "")).startswith("twinrun.env/"):
         raise UsageError(f"{source} is not a twinrun environment fingerprint (no \"schema\": \"{SCHEMA}\"); "
@@ -243,7 +207,7 @@ class Difference:
     rank: str
     why: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -261,7 +225,7 @@ class EnvDiff:
     def by_rank(self, rank: str) -> list[Difference]:
         return [d for d in self.differences if d.rank == rank]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "numerics": self.numerics,
             "counts": {r: len(self.by_rank(r)) for r in RANKS},
@@ -270,7 +234,7 @@ class EnvDiff:
 
 
 # (glob on the dotted key, rank, why). First match wins; {name} is the key's last part.
-_RULES: list[tuple[str, str, str]] = [
+_RULES: list[tuple[str, str | None, str]] = [
     ("schema", "none", "the fingerprint format, not the machine"),
     ("twinrun", "possible", "twinrun's version changes what deterministic() switches, not the kernels"),
     ("captured_at", "none", "when the fingerprint was taken"),
@@ -290,6 +254,13 @@ _RULES: list[tuple[str, str, str]] = [
     ("cpu.model", "possible", "the same instruction sets give the same kernels, but MKL and oneDNN also tune by "
                               "model"),
     ("gpu.*", "numerics", "another GPU or driver runs other kernels (cuBLAS, cuDNN heuristics, TF32)"),
+    ("lock.sha256", "possible", "the runs were installed from other lock files: the locked versions can differ "
+                                "(the packages rows say whether the installed ones do)"),
+    ("lock.format", "possible", "the runs were installed from locks of other formats (uv.lock, pylock.toml, "
+                                "requirements): the locked versions can differ"),
+    ("lock.*", "none", "where the lock lies and how it was found, not what it pins"),
+    ("lock", "possible", "a lock was found or given for one run only: the other's versions were pinned by nothing "
+                         "twinrun saw (twinrun env check --lock FILE compares an environment with a lock)"),
     ("packages.*", None, ""),  # ranked by _package_rank
     ("threadpools.*.filepath", "none", "where the library file lies, not what it computes"),
     ("threadpools.*.num_threads", "numerics", "BLAS and OpenMP split sums across threads; another count sums "
@@ -313,13 +284,11 @@ _RULES: list[tuple[str, str, str]] = [
                                                   "changes kernels: softmax, sigmoid, even randn after manual_seed"),
     ("frameworks.*.*version", "numerics", "another framework version can change kernels"),
     ("frameworks.*", "numerics", "a framework setting or build fact that decides which kernels run"),
-    ("env_vars.TF_CPP_*", "none", "TensorFlow's log level does not change results"),
     ("env_vars.KMP_INIT_AT_FORK", "none", "Intel OpenMP's fork handling does not change results"),
     ("env_vars.KMP_DUPLICATE_LIB_OK", "possible", "two OpenMP runtimes may then load side by side, and their thread "
                                                   "pools compete"),
     ("env_vars.PYTHONHASHSEED", "numerics", "string hashes decide set and dict-of-set order, and so data order"),
     ("env_vars.TWINRUN_SEED*", "numerics", "overrides twinrun's seeds"),
-    ("env_vars.ATEN_CPU_CAPABILITY", "numerics", "forces PyTorch's kernels to another instruction set"),
     ("env_vars.*_NUM_THREADS", "numerics", "sets a thread count; another count sums in another order"),
     ("env_vars.*_THREADS", "numerics", "sets a thread count; another count sums in another order"),
     ("env_vars.*", "numerics", "this variable is read by a numerics library and can change its kernels"),
@@ -335,6 +304,11 @@ def _package_rank(name: str) -> tuple[str, str]:
 
 def _rank(key: str) -> tuple[str, str]:
     for pattern, rank, why in _RULES:
+        if pattern == "env_vars.*":   # before the catch-all: what the frameworks say of their variables
+            name = key.removeprefix("env_vars.")
+            for v in _fw.env_vars():
+                if key.startswith("env_vars.") and v.rank != "excluded" and fnmatch.fnmatchcase(name, v.pattern):
+                    return v.rank, v.why
         if fnmatch.fnmatchcase(key, pattern):
             if rank is None:  # packages.<name>.<field>
                 return _package_rank(key.split(".")[1])
@@ -342,7 +316,7 @@ def _rank(key: str) -> tuple[str, str]:
     return "possible", "not known to change results, but not known to be harmless either"
 
 
-def _flatten(obj: Any, path: tuple, out: dict) -> None:
+def _flatten(obj: Any, path: tuple[str, ...], out: dict[tuple[str, ...], Any]) -> None:
     if isinstance(obj, dict) and obj:
         for k, v in obj.items():
             _flatten(v, (*path, str(k)), out)
@@ -350,7 +324,7 @@ def _flatten(obj: Any, path: tuple, out: dict) -> None:
         out[path] = obj
 
 
-def _subtree(obj: Any, path: tuple) -> tuple[tuple, Any] | None:
+def _subtree(obj: Any, path: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any] | None:
     """The shortest prefix of ``path`` missing from ``obj``, or None when ``obj`` has all of it."""
     for i, part in enumerate(path):
         if not isinstance(obj, dict) or part not in obj:
@@ -359,30 +333,32 @@ def _subtree(obj: Any, path: tuple) -> tuple[tuple, Any] | None:
     return None
 
 
-def _value(obj: Any, path: tuple) -> Any:
+def _value(obj: Any, path: tuple[Any, ...]) -> Any:
     for part in path:
         obj = obj[part]
     return obj
 
 
-def diff(a: dict, b: dict) -> EnvDiff:
+def diff(a: dict[str, Any], b: dict[str, Any], *, strict: bool = True) -> EnvDiff:
     """The ranked differences between fingerprints ``a`` and ``b`` (from ``capture()`` or JSON files).
 
     A subtree present on one side only (a framework loaded when just one fingerprint was taken)
-    is one difference, not one per leaf.
+    is one difference, not one per leaf. ``strict=False`` ranks any two dicts (the environment of a
+    trace written by another program or version) instead of requiring twinrun fingerprints.
 
     >>> d = diff(capture(), capture())      # doctest: +SKIP
     >>> d.numerics                          # doctest: +SKIP
     False
     """
-    check_fingerprint(a, "first fingerprint")
-    check_fingerprint(b, "second fingerprint")
-    fa: dict[tuple, Any] = {}
-    fb: dict[tuple, Any] = {}
+    if strict:
+        check_fingerprint(a, "first fingerprint")
+        check_fingerprint(b, "second fingerprint")
+    fa: dict[tuple[Any, ...], Any] = {}
+    fb: dict[tuple[Any, ...], Any] = {}
     _flatten(a, (), fa)
     _flatten(b, (), fb)
     diffs: list[Difference] = []
-    done: set[tuple] = set()
+    done: set[tuple[Any, ...]] = set()
     for path in sorted(set(fa) | set(fb)):
         if path in fa and path in fb:
             if fa[path] == fb[path]:
@@ -411,8 +387,8 @@ def diff(a: dict, b: dict) -> EnvDiff:
     return EnvDiff(diffs)
 
 
-def _flags_why(a: list, b: list) -> str:
-    def families(flags):
+def _flags_why(a: list[Any], b: list[Any]) -> str:
+    def families(flags: set[str]) -> str:
         fam = {"AVX-512" if f.startswith("avx512") else "AMX" if f.startswith("amx") else f.upper()
                for f in flags}
         return ", ".join(sorted(fam))

@@ -5,6 +5,6 @@ Importing this module imports JAX (you asked for it by name).
 
 from __future__ import annotations
 
-from .frameworks.jax_trace import Tracer, tree_names
+from .frameworks.jax.tracer import Tracer, tree_names
 
 __all__ = ["Tracer", "tree_names"]

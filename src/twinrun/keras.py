@@ -9,6 +9,6 @@ Importing this module imports TensorFlow and Keras (you asked for them by name).
 
 from __future__ import annotations
 
-from .frameworks.keras_trace import Tracer, seed_generator, variable_name
+from .frameworks.tensorflow.keras_trace import Tracer, seed_generator, variable_name
 
 __all__ = ["Tracer", "seed_generator", "variable_name"]

@@ -15,13 +15,14 @@ import json
 import logging
 import math
 import os
-import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from . import _active
 from ._errors import UsageError
 
-__all__ = ["log_metric", "read_metrics", "METRICS_ENV"]
+__all__ = ["METRICS_ENV", "log_metric", "read_metrics"]
 
 METRICS_ENV = "TWINRUN_METRICS"
 _log = logging.getLogger("twinrun.metrics")
@@ -60,10 +61,7 @@ def log_metric(name: str, value: Any, step: int | None = None) -> None:
     if step is not None:
         step = int(step)
     path = os.environ.get(METRICS_ENV)
-    recorder = None
-    trace = sys.modules.get("twinrun.trace")  # a recorder can only be active if trace is loaded
-    if trace is not None and hasattr(trace, "active_recorder"):
-        recorder = trace.active_recorder()
+    recorder = _active.recorder()
     if path:
         line = json.dumps({"name": name, "value": _encode(v), "step": step, "time": time.time()})
         # One write of one line in append mode: lines from one process never interleave.
@@ -84,7 +82,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, list[tuple[int | None, fl
     """
     series: dict[str, list[tuple[int | None, float]]] = {}
     try:
-        text = open(path, encoding="utf-8").read()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return series
     lines = text.split("\n")

@@ -22,6 +22,7 @@ Python's ``hash`` never enters it, so the same root and name give the same strea
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import random
@@ -31,21 +32,24 @@ import shlex
 import sys
 import warnings
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import frameworks
+from . import _active, frameworks
 from ._errors import UsageError
 
 __all__ = [
     "HashSeedWarning",
     "Seeds",
     "current",
+    "current_rank",
     "env_name",
     "hash_seed_in_effect",
     "name_key",
     "seed_everything",
+    "seed_value",
 ]
 
 ENV_ROOT = "TWINRUN_SEED"
@@ -58,7 +62,8 @@ HASH_MODES = ("warn", "relaunch", "ignore")
 # The stream every global RNG is seeded from: parameter init and anything drawn from global RNGs.
 INIT = "init"
 
-_current: Seeds | None = None
+# A registry, documented: the frameworks seed_everything watches for their import (each is seeded
+# from the active Seeds when the program imports it).
 _watching: set[str] = set()
 
 
@@ -82,23 +87,28 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-def _check_seed(value: Any, what: str) -> int:
+def seed_value(value: Any, what: str = "seed (--seed)", *, text: bool = True) -> int:
+    """A seed: a non-negative integer, or (``text=True``: command lines, environment variables) its
+    decimal text. The one parser of seeds in twinrun; a bad one is a one-line UsageError naming ``what``."""
+    if isinstance(value, str) and text:
+        stripped = value.strip()
+        if stripped.isdigit():
+            return int(stripped)
+        raise UsageError(f"{what} must be a non-negative integer, got {value!r}")
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise UsageError(f"{what} must be a non-negative integer, got {value!r}")
-    value = value.__index__()
-    if value < 0:
-        raise UsageError(f"{what} must be a non-negative integer, got {value}")
-    return value
+    v = int(value.__index__())
+    if v < 0:
+        raise UsageError(f"{what} must be a non-negative integer, got {v}")
+    return v
+
+
+def _check_seed(value: Any, what: str) -> int:
+    return seed_value(value, what, text=False)
 
 
 def _parse_env_seed(var: str, text: str) -> int:
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise UsageError(f"{var}={text!r} is not a seed; set it to a non-negative integer, e.g. {var}=0")
-    return value
+    return seed_value(text, var)
 
 
 def _env_overrides() -> dict[str, int]:
@@ -116,7 +126,8 @@ def _path_key(p: Any) -> int:
         return name_key(p)
     if isinstance(p, bool) or not hasattr(p, "__index__") or p.__index__() < 0:
         raise UsageError(f"a stream path element must be a string or a non-negative integer, got {p!r}")
-    return p.__index__()
+    index: int = p.__index__()
+    return index
 
 
 @dataclass
@@ -135,58 +146,87 @@ class Seeds:
     source: str = "argument"          # "env" (TWINRUN_SEED), "argument" or "drawn"
     overrides: dict[str, int] = field(default_factory=_env_overrides)   # {"TWINRUN_SEED_DATA": 5}
     argument: int | None = None       # the seed passed to seed_everything, also when TWINRUN_SEED won
-    seeded: dict[str, dict] = field(default_factory=dict)              # framework -> {call: value}
+    seeded: dict[str, dict[str, Any]] = field(default_factory=dict)              # framework -> {call: value}
     seeded_on_import: list[str] = field(default_factory=list)
     seed_on_import: list[str] = field(default_factory=list)            # watched, not imported yet
     hash_seed: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.root = _check_seed(self.root, "the root seed")
         self.overrides = {k: _check_seed(v, k) for k, v in self.overrides.items()}
 
     # -- streams -----------------------------------------------------------------------------------
-    def stream_root(self, name: str) -> int:
+    def stream_root(self, name: str) -> builtins.int:
         """The root a stream derives from: its ``TWINRUN_SEED_<NAME>`` override, else ``root``."""
         if not isinstance(name, str) or not name:
             raise UsageError(f"a stream name must be a non-empty string, got {name!r}")
         return self.overrides.get(env_name(name), self.root)
 
-    def sequence(self, name: str, *path: str | int) -> np.random.SeedSequence:
+    def sequence(self, name: str, *path: str | builtins.int) -> np.random.SeedSequence:
         """The ``SeedSequence`` of stream ``name`` (``path`` narrows it: a worker, a rank, a fold)."""
         entropy = self.stream_root(name)
         return np.random.SeedSequence(entropy, spawn_key=(name_key(name), *map(_path_key, path)))
 
-    def int(self, name: str, *path: str | int) -> int:
+    def rank_stream(self, name: str, rank: builtins.int | None = None) -> np.random.SeedSequence:
+        """The ``SeedSequence`` of stream ``name`` for one rank of a multi-process run:
+        ``sequence(name, "rank", rank)``, another on every rank.
+
+        ``rank`` defaults to this process's (:func:`current_rank`). For what must differ across ranks:
+        dropout, augmentation, DataLoader workers. Init and the ``DistributedSampler`` seed must not
+        (take them from the plain streams, the same on every rank).
+
+        >>> s = Seeds(0, overrides={})
+        >>> s.rank_stream("dropout", 0).generate_state(1)[0] != s.rank_stream("dropout", 1).generate_state(1)[0]
+        True
+        """
+        return self.sequence(name, "rank", current_rank() if rank is None else _check_rank(rank))
+
+    def reseed_per_rank(self, rank: builtins.int | None = None, name: str = "global") -> dict[str, dict[str, Any]]:
+        """Reseed every loaded framework's global RNGs from ``rank_stream(name, rank)``; return what was seeded.
+
+        Call it once the model is built (and wrapped): init came from the ``init`` stream, the same on
+        every rank, and from here on dropout masks and augmentations drawn from the global RNGs differ
+        across ranks. In a single process it reseeds from rank 0's stream.
+        """
+        seed = builtins.int(self.rank_stream(name, rank).generate_state(1, np.uint32)[0])
+        done: dict[str, dict[str, Any]] = {}
+        for adapter in frameworks.loaded():
+            seeded = adapter.seed(seed)
+            if seeded:
+                done[adapter.name] = seeded
+        return done
+
+    def int(self, name: str, *path: str | builtins.int) -> builtins.int:
         """A 32-bit seed (0 <= v < 2**32) for APIs that take an integer.
 
         >>> Seeds(0, overrides={}).int("init")
         4137929477
         """
-        return int(self.sequence(name, *path).generate_state(1, np.uint32)[0])
+        return builtins.int(self.sequence(name, *path).generate_state(1, np.uint32)[0])
 
-    def tf(self, name: str, *path: str | int) -> int:
+    def tf(self, name: str, *path: str | builtins.int) -> builtins.int:
         """A seed below 2**31 for ``tf.data.Dataset.shuffle(seed=...)``, ``tf.random`` ops and Keras layers."""
         return self.int(name, *path) % 2**31
 
-    def numpy(self, name: str, *path: str | int) -> np.random.Generator:
+    def numpy(self, name: str, *path: str | builtins.int) -> np.random.Generator:
         """A fresh ``numpy.random.Generator`` (PCG64) for the stream; each call starts it anew."""
         return np.random.Generator(np.random.PCG64(self.sequence(name, *path)))
 
-    def torch(self, name: str, *path: str | int, device: str = "cpu"):
+    def torch(self, name: str, *path: str | builtins.int, device: str = "cpu") -> Any:
         """A fresh ``torch.Generator`` on ``device``, seeded with the stream's 64-bit seed (imports torch)."""
         frameworks.get("torch")  # a clear error when torch is not installed
-        from .frameworks.torch_data import generator
+        from .frameworks.torch.data import generator
 
-        return generator(int(self.sequence(name, *path).generate_state(1, np.uint64)[0]), device)
+        return generator(builtins.int(self.sequence(name, *path).generate_state(1, np.uint64)[0]), device)
 
-    def jax(self, name: str, *path: str | int, impl: str = "threefry2x32"):
+    def jax(self, name: str, *path: str | builtins.int, impl: str = "threefry2x32") -> Any:
         """A JAX key (typed, ``impl`` pinned to threefry2x32 by default) for the stream (imports jax)."""
         frameworks.get("jax")
-        from .frameworks.jax_random import key_from_sequence
+        from .frameworks.jax.random import key_from_sequence
 
         return key_from_sequence(self.sequence(name, *path), impl)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the root, where it came from, the init seed, what was seeded, overrides, hash seed."""
         return {
             "root": self.root,
@@ -202,9 +242,27 @@ class Seeds:
         }
 
 
+def current_rank() -> int:
+    """This process's rank: ``RANK`` (set by torchrun before anything runs), else the rank of a process
+    group the program started, else 0 (a single process, which then draws rank 0's streams)."""
+    from . import ranks
+
+    info = ranks.current()
+    if info is not None:
+        return info.rank
+    group = frameworks.process_group()
+    return int(group["rank"]) if group is not None else 0
+
+
+def _check_rank(rank: Any) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise UsageError(f"rank must be a non-negative integer, got {rank!r}")
+    return rank
+
+
 def current() -> Seeds | None:
     """The ``Seeds`` set by the last ``seed_everything`` in this process (``None`` before it)."""
-    return _current
+    return _active.current_seeds()
 
 
 # --- PYTHONHASHSEED ------------------------------------------------------------------------------
@@ -215,13 +273,13 @@ _PROBE = b"twinrun hash-seed probe"
 
 def _siphash13(k0: int, k1: int, data: bytes) -> int:
     """SipHash-1-3 as CPython computes it for str/bytes (Python/pyhash.c)."""
-    def rotl(x, b):
+    def rotl(x: int, b: int) -> int:
         return ((x << b) | (x >> (64 - b))) & _M64
 
     v0, v1 = k0 ^ 0x736F6D6570736575, k1 ^ 0x646F72616E646F6D
     v2, v3 = k0 ^ 0x6C7967656E657261, k1 ^ 0x7465646279746573
 
-    def rnd():
+    def rnd() -> None:
         nonlocal v0, v1, v2, v3
         v0 = (v0 + v1) & _M64; v1 = rotl(v1, 13) ^ v0; v0 = rotl(v0, 32)  # noqa: E702
         v2 = (v2 + v3) & _M64; v3 = rotl(v3, 16) ^ v2                      # noqa: E702
@@ -328,18 +386,18 @@ def _handle_hash_seed(mode: str, seeds: Seeds, relaunched: bool) -> None:
 
 # --- seeding the global RNGs ---------------------------------------------------------------------
 
-def _seed_on_import(module) -> None:
+def _seed_on_import(module: ModuleType) -> None:
     """Seed a framework the program imported after seed_everything, from the active Seeds."""
-    seeds = _current
-    name = module.__name__   # twinrun's framework names are their top-level module names
-    if seeds is None or name not in frameworks.NAMES:
+    seeds = _active.current_seeds()
+    name = next((n for n in frameworks.NAMES if frameworks.module_of(n) == module.__name__), None)
+    if seeds is None or name is None:
         return
     # Keep Python's and NumPy's streams where the program left them: an adapter may reseed them too
     # (Keras's set_random_seed does), and an import should not rewind draws already in progress.
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         done = frameworks.get(name).seed(seeds.int(INIT))
-    except Exception as e:  # an import must not fail because of twinrun; say what was not seeded
+    except Exception as e:  # noqa: BLE001 - an import hook: the user's import must not fail because of twinrun
         warnings.warn(f"twinrun could not seed {name} on import ({type(e).__name__}: {e}); "
                       f"call twinrun.seed_everything() after importing {name}", RuntimeWarning, stacklevel=2)
         return
@@ -370,7 +428,6 @@ def seed_everything(seed: int | None = None, *, hash_seed: str = "warn") -> Seed
     >>> seeds.to_dict()["seeded"]["numpy"]               # doctest: +SKIP
     {'random.seed': 4137929477, 'numpy.random.seed': 4137929477}
     """
-    global _current
     if hash_seed not in HASH_MODES:
         raise UsageError(f"hash_seed={hash_seed!r} is not one of {', '.join(map(repr, HASH_MODES))}")
     argument = None if seed is None else _check_seed(seed, "seed")
@@ -398,11 +455,11 @@ def seed_everything(seed: int | None = None, *, hash_seed: str = "warn") -> Seed
         done = adapter.seed(init)
         if done:
             seeds.seeded[adapter.name] = done
-    _current = seeds
+    _active.set_seeds(seeds)
     for name in frameworks.NAMES:
         if not frameworks.is_loaded(name):
             seeds.seed_on_import.append(name)
             if name not in _watching:
                 _watching.add(name)
-                frameworks.when_imported(name, _seed_on_import)
+                frameworks.when_imported(frameworks.module_of(name), _seed_on_import)
     return seeds

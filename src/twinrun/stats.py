@@ -25,18 +25,18 @@ import numpy as np
 
 __all__ = [
     "Estimate",
-    "Summary",
     "MetricComparison",
+    "Summary",
     "VarianceShares",
-    "summarize",
+    "cliffs_delta",
+    "cohens_d",
     "compare_samples",
-    "variance_shares",
+    "holm",
     "iqm",
     "prob_improvement",
-    "cohens_d",
-    "cliffs_delta",
     "seeds_for_power",
-    "holm",
+    "summarize",
+    "variance_shares",
 ]
 
 DEFAULT_RESAMPLES = 10_000
@@ -48,7 +48,8 @@ def _scipy_stats():
     except ImportError:
         from ._errors import FrameworkMissingError
 
-        raise FrameworkMissingError("twinrun's statistics need scipy; install it with: pip install 'twinrun[stats]'") from None
+        raise FrameworkMissingError("twinrun's statistics need scipy; install it with: "
+                                    "pip install 'twinrun[stats]'") from None
     return scipy.stats
 
 
@@ -149,6 +150,8 @@ def _bootstrap(data, statistic, *, n_resamples, confidence, seed, batch=None):
     kwargs = dict(vectorized=True, n_resamples=n_resamples, confidence_level=confidence, batch=batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate BCa shows up as NaN; handled below
+        low: np.ndarray | None
+        high: np.ndarray | None
         try:
             res = st.bootstrap(data, statistic, method="BCa", rng=np.random.default_rng(seed), **kwargs)
             low = np.atleast_1d(np.asarray(res.confidence_interval.low, float))
@@ -156,13 +159,13 @@ def _bootstrap(data, statistic, *, n_resamples, confidence, seed, batch=None):
         except (ValueError, FloatingPointError, ZeroDivisionError):
             low = high = None
         methods = ["BCa"] * (len(low) if low is not None else 0)
-        bad = None if low is None else ~(np.isfinite(low) & np.isfinite(high))
-        if low is None or bad.any():
+        bad = None if low is None or high is None else ~(np.isfinite(low) & np.isfinite(high))
+        if low is None or high is None or bad is None or bad.any():
             # Same seed: the same resamples, read by percentiles instead.
             res = st.bootstrap(data, statistic, method="percentile", rng=np.random.default_rng(seed), **kwargs)
             plow = np.atleast_1d(np.asarray(res.confidence_interval.low, float))
             phigh = np.atleast_1d(np.asarray(res.confidence_interval.high, float))
-            if low is None:
+            if low is None or high is None or bad is None:
                 low, high, bad = plow, phigh, np.ones(len(plow), bool)
                 methods = ["BCa"] * len(plow)
             low, high = np.where(bad, plow, low), np.where(bad, phigh, high)
@@ -212,7 +215,7 @@ def summarize(values, *, confidence: float = 0.95, n_resamples: int = DEFAULT_RE
 
 def _summary(point, low, high, methods, i0, n, confidence) -> Summary:
     est = [Estimate(float(point[i]), float(low[i]), float(high[i]), methods[i]) for i in range(i0, i0 + 4)]
-    return Summary(n, *est, confidence=confidence)
+    return Summary(n, est[0], est[1], est[2], est[3], confidence=confidence)
 
 
 def _batch(n_resamples: int, n: int) -> int:
@@ -296,10 +299,10 @@ def _codes_stat(uniq: np.ndarray, *, two: bool, higher_is_better: bool = True):
     differences of means and IQMs and P(A better than B)."""
     m = len(uniq)
 
-    def stat(*cs, axis=-1):
-        cs = [np.moveaxis(c, axis, -1).astype(np.intp) for c in cs]
-        lead = np.broadcast_shapes(*(c.shape[:-1] for c in cs))
-        cs = [np.broadcast_to(c, lead + c.shape[-1:]).reshape(-1, c.shape[-1]) for c in cs]
+    def stat(*codes, axis=-1):
+        moved = [np.moveaxis(c, axis, -1).astype(np.intp) for c in codes]
+        lead = np.broadcast_shapes(*(c.shape[:-1] for c in moved))
+        cs = [np.broadcast_to(c, lead + c.shape[-1:]).reshape(-1, c.shape[-1]) for c in moved]
         out = []
         for c in cs:
             out += _arm_stats(uniq[c])

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import twinrun
 from torch import nn
+
+import twinrun
 
 
 def load_digits():
@@ -44,7 +45,7 @@ twinrun.deterministic()  # torch.use_deterministic_algorithms(True) and friends
 X, y = load_digits()
 model = PixelBag()
 opt = torch.optim.SGD(model.parameters(), lr=0.5)
-for epoch in range(20):
+for _epoch in range(20):
     for i in range(0, len(X) - 1791, 1792):
         xb, yb = torch.from_numpy(X[i:i + 1792]), torch.from_numpy(y[i:i + 1792])
         loss = nn.functional.cross_entropy(model(xb), yb)

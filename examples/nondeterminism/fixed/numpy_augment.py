@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import twinrun
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+import twinrun
 
 
 def load_digits():
@@ -44,7 +45,7 @@ X, y = load_digits()
 model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 loader = DataLoader(NoisyDigits(X, y), batch_size=32, shuffle=True)
-for epoch in range(2):
+for _epoch in range(2):
     for xb, yb in loader:
         loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad()

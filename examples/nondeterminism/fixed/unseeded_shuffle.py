@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import twinrun
-import twinrun.torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+import twinrun
+import twinrun.torch
 
 
 def load_digits():
@@ -36,7 +37,7 @@ for p in model.parameters():
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 loader = DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)), batch_size=32, shuffle=True,
                     **twinrun.torch.loader_kwargs())
-for epoch in range(2):
+for _epoch in range(2):
     for xb, yb in loader:
         loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad()

@@ -11,9 +11,10 @@ SGEMM whose blocking depends on the thread count, so 1 and 2 threads give differ
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
-def build_model():
+def build_model() -> Any:
     from collections import OrderedDict
 
     import torch.nn as nn
@@ -26,7 +27,7 @@ def build_model():
     ]))
 
 
-def load_data():
+def load_data() -> tuple[Any, Any]:
     import numpy as np
     import torch
     from sklearn.datasets import load_digits
@@ -37,7 +38,7 @@ def load_data():
     return x, y
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     x, y = load_data()
     model = build_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for step in range(args.steps):
+    for _step in range(args.steps):
         idx = torch.randint(0, len(x), (args.batch,), generator=gen)
         opt.zero_grad()
         loss = F.cross_entropy(model(x[idx]), y[idx])

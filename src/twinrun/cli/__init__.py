@@ -17,16 +17,20 @@ import sys
 
 from .._errors import EXIT_BAD_INPUT, TwinrunError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 # Command modules in the order their commands appear in --help.
 _MODULES = [
     "twinrun.cli.demo",
-    "twinrun.cli.trace",
+    "twinrun.cli.run",
     "twinrun.cli.diff",
+    "twinrun.cli.replicas",
+    "twinrun.cli.show",
     "twinrun.cli.doctor",
+    "twinrun.cli.probe",
     "twinrun.cli.env",
     "twinrun.cli.sweep",
+    "twinrun.cli.report",
 ]
 
 
@@ -34,7 +38,7 @@ _MODULES = [
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(EXIT_BAD_INPUT)
 

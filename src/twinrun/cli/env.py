@@ -1,4 +1,5 @@
-"""``twinrun env``: print or save this machine's fingerprint; ``twinrun env diff A B``: rank their differences."""
+"""``twinrun env``: print or save this machine's fingerprint; ``twinrun env diff A B``: rank their differences;
+``twinrun env check --lock FILE`` and ``twinrun env freeze`` (``env_lock``): one environment on every machine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def register(sub, common) -> None:
     d.add_argument("a", metavar="A.json")
     d.add_argument("b", metavar="B.json")
     d.set_defaults(func=_diff)
+    from .env_lock import register_env_subcommands
+
+    register_env_subcommands(envsub, common)
 
 
 # --- twinrun env -------------------------------------------------------------------------------------
@@ -36,6 +40,7 @@ def _capture(args) -> int:
         progress(args, f"importing {name} ...")
         fw.get(name)
     fp = env.capture()
+    fp["lock"] = _lock_here()
     if args.output:
         path = Path(args.output)
         try:
@@ -48,6 +53,15 @@ def _capture(args) -> int:
     else:
         _show(fp)
     return 0
+
+
+def _lock_here() -> dict | None:
+    """The fingerprint of the lock of the project around the current folder (None: none found), so that
+    ``env diff`` of two machines shows when they were installed from other locks."""
+    from .. import lock
+
+    found = lock.lock_fingerprint(script=Path.cwd())
+    return None if found is None else found.to_dict()
 
 
 def _framework_names(text: str) -> list[str]:
@@ -99,6 +113,9 @@ def _show(fp: dict) -> None:
         t.add_row(name, _framework_summary(name, info))
     ev = fp["env_vars"]
     t.add_row("env vars", ", ".join(f"{k}={v}" for k, v in ev.items()) or "none of the numerics-relevant ones")
+    lk = fp.get("lock")
+    t.add_row("lock", f"{lk['path']} ({lk['format']}, sha256 {lk['sha256'][:12]})" if lk else
+              "none found here (uv.lock, pylock.toml, requirements*.txt); write one with: twinrun env freeze -o FILE")
     if fp.get("env_vars_withheld"):
         t.add_row("", f"{fp['env_vars_withheld']} allow-listed name(s) withheld (secret-looking, or Terraform's TF_*)")
     c.print(t)
@@ -109,7 +126,8 @@ def _show(fp: dict) -> None:
 
 def _isa_summary(flags: list[str]) -> str:
     top = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    more = len([f for f in flags if f.startswith(("avx512", "amx"))]) - len([f for f in top if f.startswith(("avx512", "amx"))])
+    wide = ("avx512", "amx")
+    more = len([f for f in flags if f.startswith(wide)]) - len([f for f in top if f.startswith(wide)])
     return " ".join(top) + (f" (+{more} more AVX-512/AMX)" if more > 0 else "") if top else "-"
 
 
@@ -118,7 +136,8 @@ def _framework_summary(name: str, info: dict) -> str:
         return f"[red]{info['error']}[/red]"
     if name == "torch":
         return (f"{info['version']} capability {info['cpu_capability']}, {info['num_threads']} threads, "
-                f"deterministic {info['deterministic_algorithms']}, matmul precision {info['float32_matmul_precision']}")
+                f"deterministic {info['deterministic_algorithms']}, "
+                f"matmul precision {info['float32_matmul_precision']}")
     if name == "tensorflow":
         return (f"{info['version']} op determinism {info['op_determinism']}, TF32 {info['tensor_float_32']}, "
                 f"intra-op threads {info['intra_op_threads'] or 'default'}")
@@ -173,7 +192,8 @@ def _show_diff(d, a_name: str, b_name: str) -> None:
         c.print(f"[green]no differences[/green] between {escape(a_name)} and {escape(b_name)}")
         return
     counts = d.to_dict()["counts"]
-    lead = ("[red bold]can change numerics[/red bold]" if d.numerics else "[green]nothing that changes numerics[/green]")
+    lead = ("[red bold]can change numerics[/red bold]" if d.numerics
+            else "[green]nothing that changes numerics[/green]")
     c.print(f"{escape(a_name)} vs {escape(b_name)}: {lead}  "
             f"({counts['numerics']} numerics, {counts['possible']} possible, {counts['none']} none)")
     t = Table(show_lines=False)

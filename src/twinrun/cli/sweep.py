@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from ._output import console, emit_json, progress
 from ._script import add_script_argument
-from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
-
+from .report import add_html_argument, check_html, write_page
 
 
 def register(sub, common) -> None:
@@ -41,21 +41,23 @@ def register(sub, common) -> None:
     c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     c.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_html_argument(c)
     c.set_defaults(func=_compare)
 
 
 def _sweep(args) -> int:
     from pathlib import Path
 
-    from ..sweep import sweep
+    from ..sweep import SweepRun, sweep
 
     output = args.output or f"{Path(args.script).stem}.sweep.db"
 
-    def on_progress(done, total, rec):
-        shown = ", ".join(f"{k}={v[-1][1]:.4g}" for k, v in list(rec["metrics"].items())[:3])
-        what = rec["status"] if rec["status"] == "ok" else f"FAILED ({(rec['error'] or '').strip().splitlines()[-1][:80] if rec['error'] else ''})"
-        seed = "" if rec["seed"] is None else f" seed {rec['seed']}"
-        progress(args, f"[{done}/{total}] {rec['arm']}{seed}: {what} in {rec['duration']:.1f}s {shown}".rstrip())
+    def on_progress(done: int, total: int, rec: SweepRun) -> None:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(rec.metrics.items())[:3])
+        last = (rec.error or "").strip().splitlines()[-1:] or [""]
+        what = rec.status if rec.status == "ok" else f"FAILED ({last[0][:80]})"
+        seed = "" if rec.seed is None else f" seed {rec.seed}"
+        progress(args, f"[{done}/{total}] {rec.arm}{seed}: {what} in {rec.duration:.1f}s {shown}".rstrip())
 
     result = sweep(args.script, args.script_args, seeds=args.seeds, vary=args.vary, design=args.design,
                    base_seed=args.base_seed, output=output, workers=args.workers, executor=args.executor,
@@ -83,7 +85,8 @@ def _render_sweep(r) -> None:
         last = (f["error"] or "").strip().splitlines()[-1:] or [""]
         con.print(f"failed: {f['arm']} seed {f['seed']}: {last[0]}", markup=False)
     if r.failed:
-        con.print(f"{r.failed} run(s) failed; they are recorded with their error. Rerun with --retry-failed to retry.", markup=False)
+        con.print(f"{r.failed} run(s) failed; they are recorded with their error. Rerun with --retry-failed to "
+                  "retry.", markup=False)
     if r.variance:
         _render_variance(con, r.variance)
 
@@ -107,15 +110,17 @@ def _render_variance(con, variance: dict) -> None:
 
 
 def _compare(args) -> int:
-    from ..sweep import compare_results
+    from ..sweep import compare_sweeps
 
     if args.resamples < 100:
         from .._errors import UsageError
 
         raise UsageError(f"--resamples must be at least 100, got {args.resamples}")
+    check_html(args)
     progress(args, f"compare: bootstrapping {args.resamples} resamples ...")
-    res = compare_results(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
+    res = compare_sweeps(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
                           n_resamples=args.resamples, seed=args.seed)
+    write_page(args, "compare", res.to_dict(), a=args.a, b=args.b)
     if args.json:
         emit_json(res)
     elif not args.quiet:
@@ -161,7 +166,8 @@ def _render_compare(res) -> None:
             for side in ("a", "b"):
                 if m[f"excluded_{side}"]:
                     con.print(f"excluded from {side.upper()}: {len(m[f'excluded_{side}'])} run(s) with NaN/inf "
-                              + ", ".join(f"seed {x['seed']} ({x['value']})" for x in m[f"excluded_{side}"][:10]), markup=False)
+                              + ", ".join(f"seed {x['seed']} ({x['value']})" for x in m[f"excluded_{side}"][:10]),
+                              markup=False)
             for note in c["notes"]:
                 con.print(f"note: {note}", markup=False)
             con.print(m["verdict"], style="bold", markup=False)

@@ -1,0 +1,74 @@
+"""Doctor's fix sentences: what to change, at which call site, in the words of the run's framework.
+
+Framework wording comes from the adapters (``FixWords``, each intervention's ``fix``); this module
+only puts the evidence (the call sites the interventions reported, the layer, the phase) into them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..frameworks.base import FixWords, Intervention
+from .model import Act
+
+__all__ = ["data_fix", "op_class", "op_short", "unordered_calls"]
+
+
+def _pick(acts: list[Act], registry: dict[str, Intervention]) -> Intervention | None:
+    """The intervention whose fix speaks for these acts (the most specific one: highest priority)."""
+    known = [registry[a.name] for a in acts if a.name in registry]
+    return max(known, key=lambda iv: iv.priority, default=None)
+
+
+def data_fix(acts: list[Act], kind: str, script: str, words: FixWords, registry: dict[str, Intervention]) -> str:
+    """The fix for unseeded data randomness of ``kind`` ("order" or "content") found at ``acts``."""
+    chosen = _pick(acts, registry)
+    if chosen is None or not chosen.fix:
+        if kind == "order":
+            return (f"Give the DataLoader in {script} a seeded generator and worker_init_fn: "
+                    "`DataLoader(..., **twinrun.torch.loader_kwargs())` after `twinrun.seed_everything(0)`.")
+        return (f"Seed the data randomness of {script}: draw augmentations from a seeded generator, e.g. "
+                "`seeds.numpy(\"augment\")` with `seeds = twinrun.seed_everything(0)`.")
+    shown = [a for a in acts if a.name == chosen.name] if kind == "order" else acts
+    where = ", ".join(f"`{a.api}` at {a.site}" for a in shown)
+    return chosen.fix.format(where=where, tail=words.content_tail)
+
+
+_UNORDERED = re.compile(r"\.(imap_unordered|as_completed)\s*\(|\bas_completed\s*\(")
+
+
+def unordered_calls(path: Path) -> list[dict[str, str]]:
+    """Calls in the script that hand results over in completion order (to name them in the fix)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    out = []
+    for i, line in enumerate(lines, 1):
+        code = line.split("#", 1)[0]
+        m = _UNORDERED.search(code)
+        if m:
+            call = m.group(1) or "as_completed"
+            out.append({"call": f"{call}(...)", "site": f"{path.name}:{i}"})
+    return out
+
+
+_OP_CLASS = {
+    "grad": "a backward kernel that accumulates gradients in parallel "
+            "(e.g. index_put_/scatter-add of advanced indexing)",
+    "forward": "a forward kernel with a parallel reduction",
+    "loss": "the loss reduction",
+    "param": "the optimizer's update kernel",
+}
+_OP_SHORT = {"grad": "backward: parallel gradient accumulation", "forward": "forward: parallel reduction",
+             "loss": "loss reduction", "param": "optimizer update"}
+
+
+def op_class(phase: str | None) -> str:
+    """The kind of kernel that can part run to run in ``phase``, in words."""
+    return _OP_CLASS.get(str(phase), "a kernel")
+
+
+def op_short(phase: str | None) -> str:
+    return _OP_SHORT.get(str(phase), "a kernel")

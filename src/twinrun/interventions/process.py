@@ -1,0 +1,57 @@
+"""The process-level interventions: ``fixed-clock`` and ``one-cpu``.
+
+- ``fixed-clock``: ``time.time()`` and ``time.time_ns()`` called from the program's own code (not from
+  libraries) return a fixed, slowly rising clock: a seed or key taken from the clock repeats.
+- ``one-cpu``: the process may use one CPU only (``os.sched_setaffinity``), so every framework's thread
+  pool starts with one thread; for doctor's thread-count probe, not a seeding.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+from .._errors import UsageError
+from ..frameworks.base import Intervention, InterventionContext
+
+__all__ = ["INTERVENTIONS"]
+
+_CLOCK_START_NS = 1_700_000_000 * 10**9
+_CLOCK_TICK_NS = 1_000_000   # each call of the program's: 1 ms later
+
+
+def _apply_clock(ctx: InterventionContext) -> None:
+    if getattr(time.time_ns, "_twinrun_patched", False):
+        return
+    real_time, real_time_ns = time.time, time.time_ns
+    ticks = itertools.count()
+
+    def time_ns() -> int:
+        if not ctx.from_program(1):
+            return real_time_ns()
+        ctx.note("fixed-clock", "time.time_ns()", "time.time_ns()")
+        return _CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS
+
+    def time_() -> float:
+        if not ctx.from_program(1):
+            return real_time()
+        ctx.note("fixed-clock", "time.time()", "time.time()")
+        return (_CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS) / 1e9
+
+    time_ns._twinrun_patched = time_._twinrun_patched = True  # type: ignore[attr-defined]
+    time.time_ns, time.time = time_ns, time_
+
+
+def _apply_one_cpu(ctx: InterventionContext) -> None:
+    if not hasattr(os, "sched_setaffinity"):
+        raise UsageError("intervention 'one-cpu' needs os.sched_setaffinity (Linux); it is not available here")
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+INTERVENTIONS = (
+    Intervention("fixed-clock", "time.time() / time.time_ns() called from the program's code return a fixed, "
+                 "rising clock", "clock", _apply_clock),
+    Intervention("one-cpu", "the process may use one CPU only, so thread pools start with one thread", "cpu",
+                 _apply_one_cpu),
+)
