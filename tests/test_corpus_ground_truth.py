@@ -24,7 +24,7 @@ MARKER = "# corpus: call-site"
 CAUSES = {"unseeded-init", "data-pipeline", "hash-seed", "nondeterministic-kernel", "reproducible"}
 PHASES = {"init", "input", "forward", "loss", "grad", "param", "metric", "custom"}
 FRAMEWORKS = {"torch", "keras", "jax"}
-TOOLS = {"measure.py", "portability.py"}  # the corpus's own tooling, not cases
+TOOLS = {"measure.py", "portability.py", "diagnose.py"}  # the corpus's own tooling, not cases
 REQUIRED = {"file", "framework", "style", "story", "cause", "max_steps"}
 
 with open(CORPUS / "expected.toml", "rb") as _f:

@@ -219,7 +219,9 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
     assert runs[0].stdout == runs[1].stdout
     acted = _channel.read(reports[0])
     assert {(a["name"], a["what"]) for a in acted} == {("seed-numpy", "numpy.random.default_rng() without a seed"),
-                                                      ("seed-random", "random.Random() without a seed")}
+                                                      ("seed-random", "random.Random() without a seed"),
+                                                      ("seed-numpy", "numpy.random.rand draws from an unseeded RNG")}
+    assert [a.get("direct") for a in acted if a.get("draw")] == [True]   # the program drew itself
     assert all(a["site"].startswith("draws.py:") for a in acted)
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     seeded_b = runs[0].stdout.split()[1]
@@ -229,5 +231,5 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
 def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
-    assert NAMES == ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
-                     "one-cpu", "ddp-small-buckets")
+    assert NAMES == ("seed-loaders", "seed-torch", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random",
+                     "fixed-clock", "one-cpu", "ddp-small-buckets")

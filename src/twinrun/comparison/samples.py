@@ -84,7 +84,7 @@ class SamplePools:
 
     def sentence(self) -> str:
         """What the pools show, in words (never a bare number without its meaning)."""
-        pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+        pct = lambda x: f"{100 * x:.0f}%"
         head = (f"of run A's {fmt_count(self.count)} samples of `{self.name}` over {fmt_count(self.steps)} "
                 f"recorded step{'s' if self.steps != 1 else ''}, {pct(self.fraction_moved)} arrive unchanged "
                 f"at another position in run B, {pct(self.fraction_same)} in the same place, and "

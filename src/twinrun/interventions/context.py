@@ -53,6 +53,8 @@ class Context:
         self._seen: set[tuple[str, str]] = set()
         self._counters: dict[str, itertools.count[int]] = {}
         self._seeds: Seeds | None = None
+        self._drawn: set[tuple[object, ...]] = set()
+        self._seen_draws: set[tuple[str, str, str]] = set()
 
     def run(self, iv: Intervention) -> None:
         """Apply ``iv`` once per process."""
@@ -99,6 +101,55 @@ class Context:
             self._seen.add((name, site))
         _channel.report("intervention", name=name, what=what, api=api, site=site)
         print(f"{LINE_PREFIX}{name}: {what} at {site}", file=sys.stderr, flush=True)
+
+    def draw(self, name: str, api: str, kind: str) -> None:
+        """Report a draw through ``api`` (``order``: a shuffle or permutation; ``content``: values;
+        ``seed``: a seed taken from the OS) at the program's line: the first frame outside twinrun and
+        installed libraries. ``direct``: the program called ``api`` itself (else a library did, on its
+        behalf); ``outer``: the statement of the script's top level that led to it (where a seed must come
+        before). Each line of the program is reported once, and checked cheaply after that."""
+        caller = sys._getframe(2)
+        key = (name, api, caller.f_code, caller.f_lineno)
+        if key in self._drawn:
+            return
+        self._drawn.add(key)
+        site, direct, outer = _program_sites(caller)
+        if site is None:
+            return
+        with self._lock:
+            if (name, api, site) in self._seen_draws:
+                return
+            self._seen_draws.add((name, api, site))
+        _channel.report("intervention", name=name, what=f"{api} draws from an unseeded RNG", api=api, site=site,
+                        draw=kind, direct=direct, outer=outer)
+        print(f"{LINE_PREFIX}{name}: {api} at {site}", file=sys.stderr, flush=True)
+
+
+def _shown(path: str) -> str:
+    try:
+        shown = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if shown.startswith("..") else shown
+
+
+def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | None]:
+    """The first frame of the program's own code (``file:line``), whether it is the direct caller, and
+    the outermost frame of the script being run (``__main__``), when there is one."""
+    first: str | None = None
+    direct = False
+    outer: str | None = None
+    depth = 0
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if _program_frame(name) and not name.endswith("runpy.py"):
+            here = f"{_shown(os.path.realpath(name))}:{frame.f_lineno}"
+            if first is None:
+                first, direct = here, depth == 0
+            if frame.f_globals.get("__name__") == "__main__":
+                outer = here
+        frame, depth = frame.f_back, depth + 1
+    return first, direct, outer
 
 
 def _site(frame: FrameType | None) -> str:
