@@ -2,8 +2,9 @@
 
 The static part (markers, table, fixed twins' diffs) is fast. The slow part runs ``twinrun check``
 on each original (it must part at the expected phase), each fixed twin and each reproducible
-script (they must not). Keras and Lightning cases also carry ``corpus_full`` (tens of seconds
-each), so CI can run the PyTorch and JAX subset alone: ``-m "slow and not corpus_full"``.
+script (they must not). Three representative cases run by default; every other case carries
+``corpus_full``, deselected by default (pyproject's addopts): ``pytest -m corpus_full
+tests/test_corpus_ground_truth.py`` runs them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import run_twinrun
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -24,7 +26,7 @@ MARKER = "# corpus: call-site"
 CAUSES = {"unseeded-init", "data-pipeline", "hash-seed", "nondeterministic-kernel", "reproducible"}
 PHASES = {"init", "input", "forward", "loss", "grad", "param", "metric", "custom"}
 FRAMEWORKS = {"torch", "keras", "jax"}
-TOOLS = {"measure.py", "portability.py", "diagnose.py"}  # the corpus's own tooling, not cases
+TOOLS = {"measure.py", "portability.py", "diagnose.py", "false_alarms.py"}  # the corpus's own tooling, not cases
 REQUIRED = {"file", "framework", "style", "story", "cause", "max_steps"}
 
 with open(CORPUS / "expected.toml", "rb") as _f:
@@ -41,9 +43,9 @@ def _marker_lines(text: str) -> list[int]:
     return [i for i, line in enumerate(text.splitlines(), 1) if line.rstrip().endswith(MARKER)]
 
 
-def _expensive(case: dict[str, Any]) -> bool:
-    """TensorFlow starts in ~8 s and Lightning in ~12 s on a quiet machine: a check costs twice that."""
-    return case["framework"] == "keras" or "Lightning" in case["style"]
+# Checked by default (one order case, one hash-seed case, one reproducible script); the rest carry
+# corpus_full, deselected by default: pytest -m corpus_full tests/test_corpus_ground_truth.py
+DEFAULT = ("torch_random_shuffle_batches", "torch_vocab_set", "torch_repro_logreg")
 
 
 # ---------------------------------------------------------------- static: fast, no subprocess
@@ -59,7 +61,7 @@ def test_every_script_has_a_table_and_every_table_a_script() -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_table_is_complete(name: str) -> None:
     case = CASES[name]
-    assert REQUIRED <= case.keys(), f"{name}: missing {sorted(REQUIRED - case.keys())}"
+    assert case.keys() >= REQUIRED, f"{name}: missing {sorted(REQUIRED - case.keys())}"
     assert case["file"] == f"{name}.py"
     assert case["framework"] in FRAMEWORKS
     assert case["cause"] in CAUSES
@@ -136,7 +138,7 @@ def _params(kind: str) -> list[Any]:
     for name, case in sorted(CASES.items()):
         if (kind == "reproducible") != (case["cause"] == "reproducible"):
             continue
-        marks = [pytest.mark.slow] + ([pytest.mark.corpus_full] if _expensive(case) else [])
+        marks = [pytest.mark.slow] + ([] if name in DEFAULT else [pytest.mark.corpus_full])
         out.append(pytest.param(name, marks=marks, id=f"{case['framework']}-{name}"))
     return out
 

@@ -8,7 +8,8 @@
 Each case is one ``twinrun doctor SCRIPT --max-steps N --no-portability --json`` (PYTHONHASHSEED
 unset, as a user's shell has it). A case is right when doctor's cause and detail equal the table's
 and, for a case with a call site, doctor names that line (``file:line`` of the ``# corpus: call-site``
-comment) and an API whose name the table's ``api`` mentions.
+comment) and an API whose name the table's ``api`` mentions. A kernel case is scored on its cause only:
+naming the op is the census's (issue 11, part 3).
 """
 
 from __future__ import annotations
@@ -72,15 +73,20 @@ def score(case: dict[str, Any], doc: dict[str, Any], line: int | None) -> dict[s
     got_cause, got_detail = doc.get("cause"), doc.get("detail")
     want_detail = case.get("detail")
     cause_ok = got_cause == case["cause"]
-    detail_ok = cause_ok and (got_detail == want_detail or (want_detail is None and got_detail in (None, "clock")))
+    # A kernel's detail is doctor's own words (layer, phase); its op is part 3's census, scored apart.
+    kernel = case["cause"] == "nondeterministic-kernel"
+    detail_ok = cause_ok and (kernel or got_detail == want_detail or
+                              (want_detail is None and got_detail in (None, "clock")))
     source = doc.get("source") or {}
     site, api = str(source.get("site") or ""), str(source.get("api") or "")
-    if line is None:
+    if line is None or kernel:
         site_ok = api_ok = True
     else:
         site_ok = site.endswith(f"{case['file']}:{line}")
         name = _api_name(api)
-        api_ok = bool(name) and name.lower() in case.get("api", "").lower()
+        want = case.get("api", "").lower()
+        # an initialiser drawing from a global RNG answers a table that says "default init"
+        api_ok = bool(name) and (name.lower() in want or (source.get("kind") == "init" and "init" in want))
     ok = cause_ok and detail_ok and site_ok and api_ok
     why = [] if ok else [f"got {got_cause}/{got_detail} at {site or '-'} ({api or '-'})"]
     return {"cause": cause_ok, "detail": detail_ok, "site": site_ok, "api": api_ok, "ok": ok, "why": "; ".join(why)}
@@ -89,7 +95,7 @@ def score(case: dict[str, Any], doc: dict[str, Any], line: int | None) -> dict[s
 def table(rows: list[dict[str, Any]]) -> str:
     """The confusion matrix (expected cause/detail x doctor's cause/detail) as a Markdown table."""
     def label(cause: Any, detail: Any) -> str:
-        return f"{cause}/{detail}" if detail and detail != "clock" else str(cause)
+        return f"{cause}/{detail}" if detail in ("order", "content") else str(cause)
 
     counts = Counter((label(r["want_cause"], r["want_detail"]), label(r["cause"], r["detail"])) for r in rows)
     wanted = sorted({w for w, _ in counts})

@@ -70,7 +70,18 @@ class Findings:
         """The fix written for the source's API and line when there is one, else ``fallback``."""
         if self.source is None or self.edit is None:
             return fallback
-        return f"{self.at()} draws from an RNG that nothing seeds: {self.edit.words()}."
+        a = self.source
+        if a.kind == "init" or (self.phase == "init" and not a.direct):
+            what = f"`{a.api}` draws the initial values from an RNG that nothing seeds before {a.site}"
+        elif a.kind == "seed":
+            what = f"{self.at()} takes its seed from the operating system, another one on every run"
+        elif a.name == "fixed-clock":
+            what = f"{self.at()} reads the clock, and the value becomes a seed"
+        elif a.kind == "order":
+            what = f"{self.at()} draws the sample order from an RNG that nothing seeds"
+        else:
+            what = f"{self.at()} draws from an RNG that nothing seeds"
+        return f"{what}: {self.edit.words()}."
 
     @property
     def where(self) -> Where | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,12 @@ def pick(acts: list[Act], phase: str | None, detail: str | None = None) -> Act |
     usable = [a for a in usable if not _import_line(a.site)] or usable
     if not usable:
         return None
-    return min(usable, key=lambda a: _rank(a, phase, detail))
+    best = min(usable, key=lambda a: _rank(a, phase, detail))
+    if phase == "init" and (best.kind == "init" or not best.direct) and best.outer:
+        # A library drew while the script built its model: the line to fix is the script's statement
+        # that built it (a seed must come before it), not a line inside the model's class.
+        return replace(best, site=best.outer)
+    return best
 
 
 def _line(site: str, root: Path) -> tuple[Path, int, str] | None:
@@ -130,7 +135,7 @@ _PY_CALL = re.compile(r"\brandom\.(\w+)\(")
 
 def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
     """The exact edit of the call site that fixes ``act``'s draw, where the line reads as expected."""
-    where = act.outer if act.kind == "init" and act.outer else act.site
+    where = act.site
     found = _line(where, script)
     if found is None:
         return None
@@ -138,8 +143,12 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
     code = old.split("#", 1)[0].rstrip()
     indent = old[:len(old) - len(old.lstrip())]
     api = act.api
-    if act.kind == "init" or (api.startswith("torch.nn.init") and phase == "init"):
-        return Edit(where, old, insert=f"{indent}torch.manual_seed(0)")
+    if phase == "init" and (act.kind == "init" or not act.direct):
+        # seed the RNG the library drew from, just before the statement that builds the model
+        seed = ("torch.manual_seed(0)" if api.startswith("torch") else "import numpy; numpy.random.seed(0)"
+                if api.startswith("numpy") else "import random; random.seed(0)" if api.startswith("random.") else
+                None)
+        return Edit(where, old, insert=f"{indent}{seed}") if seed else None
     if api == "torch.Generator.seed":
         new = re.sub(r"([\w.\]\[]+)\.seed\(\)", r"\1.manual_seed(0)", code)
         return Edit(where, old, new) if new != code else None
