@@ -112,9 +112,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="append one JSON line per case to this file")
     parser.add_argument("--table", type=Path, help="only print the confusion matrix of a --json file")
     args = parser.parse_args()
-    if args.table:
+    if args.table:   # the matrix of a stored run, each row scored again with this file's scorer
         rows = [json.loads(ln) for ln in args.table.read_text().splitlines() if ln.strip()]
+        cases = load_cases()
+        for r in rows:
+            case = cases[r["case"]]
+            doc = {"cause": r["cause"], "detail": r["detail"], "source": r["source"]}
+            r.update(score(case, doc, call_site_line(HERE / case["file"])))
+            print(f"{r['case']:40s} {'ok ' if r['ok'] else 'BAD'} {r['cause']}/{r['detail']}  {r['seconds']}s  "
+                  f"{r['why']}")
         print(table(rows))
+        print(f"{sum(not r['ok'] for r in rows)} of {len(rows)} case(s) wrong")
         return
     cases = load_cases()
     names = args.names or list(cases)

@@ -64,7 +64,7 @@ class Findings:
 
     def at(self) -> str:
         """`` `api` at file:line`` of the source, or ''."""
-        return f"`{self.source.api}` at {self.source.site}" if self.source else ""
+        return f"`{self.source.shown_api}` at {self.source.site}" if self.source else ""
 
     def fix_of(self, fallback: str) -> str:
         """The fix written for the source's API and line when there is one, else ``fallback``."""
@@ -232,7 +232,7 @@ def _hash(f: Findings) -> Conclusion:
     sites = hash_sites(f.script)
     if sites:
         what, site, edit = sites[0]
-        f.source, f.edit = Act("hash-seed", what, what, site, "hash"), edit
+        f.source, f.edit = Act("hash-seed", what, f"iteration over a set ({what})", site, "hash"), edit
         fix = (f"Iterate in a fixed order: {what} at {site} follows the per-process hash seed of strings; "
                f"{edit.words()} (or fix the hash seed for every run: `PYTHONHASHSEED=0`).")
     else:
@@ -336,7 +336,7 @@ def attribute(runner: ExperimentRunner, script: Path, baseline: Experiment) -> D
     d = Diagnosis(str(script), Verdict.NOT_REPRODUCIBLE, c.cause, c.detail, fd, c.fix, evidence, None,
                   c.confirmed, c.summary)
     if findings.source is not None:
-        d.source = {"api": findings.source.api, "site": findings.source.site, "kind": findings.source.kind,
+        d.source = {"api": findings.source.shown_api, "site": findings.source.site, "kind": findings.source.kind,
                     "intervention": findings.source.name,
                     "edit": None if findings.edit is None else findings.edit.to_dict()}
     d.samples = None if pools is None else pools.to_dict()

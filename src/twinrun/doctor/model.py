@@ -96,17 +96,25 @@ class Act:
     kind: str = ""          # an observed draw's: order, content, seed (a seed from the OS), init (implicit)
     direct: bool = True     # the program called the API itself (not a library on its behalf)
     outer: str | None = None   # the script's top-level statement that led to the draw
+    via: str | None = None     # the library function the program called there (when not direct)
 
     @classmethod
     def of(cls, report: dict[str, Any]) -> Act:
         outer = report.get("outer")
         return cls(str(report.get("name")), str(report.get("what")), str(report.get("api") or report.get("what")),
                    str(report.get("site")), str(report.get("draw") or ""), bool(report.get("direct", True)),
-                   None if outer is None else str(outer))
+                   None if outer is None else str(outer), None if report.get("via") is None else str(report["via"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "what": self.what, "api": self.api, "site": self.site, "kind": self.kind,
-                "direct": self.direct, "outer": self.outer}
+                "direct": self.direct, "outer": self.outer, "via": self.via}
+
+    @property
+    def shown_api(self) -> str:
+        """The API as the user wrote it: the library call of the line, with the draw it made inside."""
+        if self.via and not self.direct and self.kind != "init":
+            return f"{self.via} ({self.api})"
+        return self.api
 
 
 @dataclass

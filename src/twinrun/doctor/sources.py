@@ -129,6 +129,22 @@ def _line(site: str, root: Path) -> tuple[Path, int, str] | None:
     return None
 
 
+def _statement_start(path: Path, line: int) -> int | None:
+    """The first line of the innermost statement that holds ``line`` (a call inside a list that spans
+    lines belongs to the statement that starts above it)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    best: ast.stmt | None = None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.stmt) or not node.lineno <= line <= (node.end_lineno or node.lineno):
+            continue
+        if best is None or (node.end_lineno or 0) - node.lineno <= (best.end_lineno or 0) - best.lineno:
+            best = node
+    return best.lineno if best is not None else None
+
+
 _NP_CALL = re.compile(r"\b[\w.]*random\.(\w+)\(")
 _PY_CALL = re.compile(r"\brandom\.(\w+)\(")
 
@@ -141,14 +157,18 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
         return None
     _p, _n, old = found
     code = old.split("#", 1)[0].rstrip()
-    indent = old[:len(old) - len(old.lstrip())]
     api = act.api
     if phase == "init" and (act.kind == "init" or not act.direct):
         # seed the RNG the library drew from, just before the statement that builds the model
         seed = ("torch.manual_seed(0)" if api.startswith("torch") else "import numpy; numpy.random.seed(0)"
                 if api.startswith("numpy") else "import random; random.seed(0)" if api.startswith("random.") else
                 None)
-        return Edit(where, old, insert=f"{indent}{seed}") if seed else None
+        start = _statement_start(_p, _n)
+        if seed is None or start is None:
+            return None
+        line = _p.read_text(encoding="utf-8", errors="replace").splitlines()[start - 1]
+        indent = line[:len(line) - len(line.lstrip())]
+        return Edit(f"{where.rpartition(':')[0]}:{start}", line, insert=f"{indent}{seed}")
     if api == "torch.Generator.seed":
         new = re.sub(r"([\w.\]\[]+)\.seed\(\)", r"\1.manual_seed(0)", code)
         return Edit(where, old, new) if new != code else None
@@ -241,13 +261,13 @@ def hash_sites(path: Path) -> list[tuple[str, str, Edit]]:
     iterated: list[tuple[ast.expr, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.For, ast.comprehension)):
-            iterated.append((node.iter, "iteration over a set"))
+            iterated.append((node.iter, "for ... in set(...)"))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
                 node.func.id in ("list", "tuple", "enumerate", "iter", "dict") and node.args:
             iterated.append((node.args[0], f"{node.func.id}(set(...))"))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join" \
                 and node.args:
-            iterated.append((node.args[0], "str.join over a set"))
+            iterated.append((node.args[0], "str.join(set(...))"))
     for expr, what in iterated:
         if not _is_set(expr) or getattr(expr, "end_lineno", None) != expr.lineno:
             continue

@@ -113,7 +113,7 @@ class Context:
         if key in self._drawn:
             return
         self._drawn.add(key)
-        site, direct, outer = _program_sites(caller)
+        site, direct, outer, via = _program_sites(caller)
         if site is None:
             return
         with self._lock:
@@ -121,7 +121,7 @@ class Context:
                 return
             self._seen_draws.add((name, api, site))
         _channel.report("intervention", name=name, what=f"{api} draws from an unseeded RNG", api=api, site=site,
-                        draw=kind, direct=direct, outer=outer)
+                        draw=kind, direct=direct, outer=outer, via=via)
         print(f"{LINE_PREFIX}{name}: {api} at {site}", file=sys.stderr, flush=True)
 
 
@@ -133,23 +133,40 @@ def _shown(path: str) -> str:
     return path if shown.startswith("..") else shown
 
 
-def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | None]:
-    """The first frame of the program's own code (``file:line``), whether it is the direct caller, and
-    the outermost frame of the script being run (``__main__``), when there is one."""
+def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | None, str | None]:
+    """The first frame of the program's own code (``file:line``), whether it is the direct caller, the
+    outermost frame of the script being run (``__main__``), when there is one, and the library function
+    the program called there when it is not the direct caller (``sklearn.model_selection.train_test_split``)."""
     first: str | None = None
     direct = False
     outer: str | None = None
+    via: str | None = None
     depth = 0
+    inner: FrameType | None = None
     while frame is not None:
         name = frame.f_code.co_filename
         if _program_frame(name) and not name.endswith("runpy.py"):
             here = f"{_shown(os.path.realpath(name))}:{frame.f_lineno}"
             if first is None:
                 first, direct = here, depth == 0
+                via = None if direct or inner is None else _function(inner)
             if frame.f_globals.get("__name__") == "__main__":
                 outer = here
+        elif first is None:
+            inner = frame
         frame, depth = frame.f_back, depth + 1
-    return first, direct, outer
+    return first, direct, outer, via
+
+
+def _function(frame: FrameType) -> str:
+    """``package.module.function`` of a library frame, private modules left out (a constructor: its class)."""
+    module = str(frame.f_globals.get("__name__", ""))
+    parts = [p for p in module.split(".") if p and not p.startswith("_") and p != "src"]
+    code = frame.f_code
+    qual = getattr(code, "co_qualname", code.co_name)
+    if qual.endswith(".__init__"):
+        qual = qual[: -len(".__init__")]
+    return ".".join([*parts, qual])
 
 
 def _site(frame: FrameType | None) -> str:
