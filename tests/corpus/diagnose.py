@@ -68,7 +68,7 @@ def _api_name(api: str) -> str:
 def score(case: dict[str, Any], doc: dict[str, Any], line: int | None) -> dict[str, Any]:
     """What doctor got right: cause, detail, call site (file:line) and API."""
     if "error" in doc:
-        return {"cause": False, "detail": False, "site": False, "api": False, "ok": False,
+        return {"cause_ok": False, "detail_ok": False, "site_ok": False, "api_ok": False, "ok": False,
                 "why": f"no JSON (exit {doc['returncode']}): {doc['error'].strip().splitlines()[-1:]}"}
     got_cause, got_detail = doc.get("cause"), doc.get("detail")
     want_detail = case.get("detail")
@@ -89,7 +89,8 @@ def score(case: dict[str, Any], doc: dict[str, Any], line: int | None) -> dict[s
         api_ok = bool(name) and (name.lower() in want or (source.get("kind") == "init" and "init" in want))
     ok = cause_ok and detail_ok and site_ok and api_ok
     why = [] if ok else [f"got {got_cause}/{got_detail} at {site or '-'} ({api or '-'})"]
-    return {"cause": cause_ok, "detail": detail_ok, "site": site_ok, "api": api_ok, "ok": ok, "why": "; ".join(why)}
+    return {"cause_ok": cause_ok, "detail_ok": detail_ok, "site_ok": site_ok, "api_ok": api_ok, "ok": ok,
+            "why": "; ".join(why)}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

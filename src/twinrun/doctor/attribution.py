@@ -71,7 +71,9 @@ class Findings:
         if self.source is None or self.edit is None:
             return fallback
         a = self.source
-        if a.kind == "init" or (self.phase == "init" and not a.direct):
+        if a.api == "torch.manual_seed" and a.what.startswith("called at"):
+            what = f"`torch.manual_seed` is {a.what}: the initial values were drawn before it"
+        elif a.kind == "init" or (self.phase == "init" and not a.direct):
             what = f"`{a.api}` draws the initial values from an RNG that nothing seeds before {a.site}"
         elif a.kind == "seed":
             what = f"{self.at()} takes its seed from the operating system, another one on every run"

@@ -67,7 +67,7 @@ def _weight(acts: list[Act]) -> int:
     draws of initialisation, then a library's draws; a draw made while importing comes last."""
     best = 4
     for a in acts:
-        w = 3 if _import_line(a.site) else 0 if a.direct else 1 if a.kind in ("seed", "init") else 2
+        w = 3 if _import_line(a.site) else 0 if a.direct else 1 if a.kind in ("seed", "init", "late-seed") else 2
         best = min(best, w)
     return best
 
@@ -90,6 +90,8 @@ def bisect(runner: ExperimentRunner, fixed: Experiment, plan: Plan, evidence: li
 
 
 def _rank(a: Act, phase: str | None, detail: str | None) -> tuple[int, ...]:
+    if a.kind == "late-seed":   # not a draw: where the program seeded, too late (see ``pick``)
+        return (9, 9)
     seed_like = a.kind in ("seed",) or a.name == "fixed-clock"
     if phase == "init":
         first = 0 if seed_like else 1 if a.direct and a.kind != "init" else 2 if a.kind == "init" else 3
@@ -110,7 +112,11 @@ def pick(acts: list[Act], phase: str | None, detail: str | None = None) -> Act |
     if phase == "init" and (best.kind == "init" or not best.direct) and best.outer:
         # A library drew while the script built its model: the line to fix is the script's statement
         # that built it (a seed must come before it), not a line inside the model's class.
-        return replace(best, site=best.outer)
+        best = replace(best, site=best.outer)
+        late = next((a for a in acts if a.kind == "late-seed"), None)
+        if late is not None:   # the program does seed, after the model is built
+            best = replace(best, api=late.api, what=f"called at {late.site}, after the model is built at "
+                                                      f"{best.site}", kind="init")
     return best
 
 

@@ -105,7 +105,9 @@ def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
     base = torch.Generator
     if getattr(base, "_twinrun_patched", False):
         return
-    seeded = {"global": False}   # the program seeded torch's global RNG itself: its draws are its business
+    # global: the program seeded torch's global RNG itself (its draws are its business from then on);
+    # drew: unseeded draws were reported before that
+    seeded = {"global": False, "drew": False}
 
     def stream_seed(label: str) -> int:
         return int(ctx.sequence(label).generate_state(1, "uint64")[0] >> 1)
@@ -129,6 +131,8 @@ def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
         return value
 
     def manual_seed(value: Any) -> Any:
+        if seeded["drew"] and not seeded["global"]:   # a seed that comes after the draws it was meant for
+            ctx.draw("seed-torch", "torch.manual_seed", "late-seed")
         seeded["global"] = True
         return real_manual_seed(value)
 
@@ -136,6 +140,7 @@ def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             if kwargs.get("generator") is None and not seeded["global"]:
+                seeded["drew"] = True
                 ctx.draw("seed-torch", api, kind)
             return fn(*args, **kwargs)
         return call
