@@ -74,3 +74,46 @@ def test_pick_prefers_the_programs_own_draw_and_the_statement_that_built_the_mod
     own = Act("seed-numpy", "draw", "numpy.random.permutation", f"{script}:3", "order", True)
     assert pick([init, own], "input", "order") == own
     assert Edit("m.py:2", "model = Net()", insert="torch.manual_seed(0)").words().startswith("insert")
+
+
+def test_interventions_observe_draws_with_the_programs_line(tmp_path: Path) -> None:
+    """A fresh process: each unseeded draw is reported once, at the program's line, with its API and kind;
+    draws after the program seeds an RNG itself are not; a library's draw names the library call."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from twinrun import _channel
+
+    script = tmp_path / "draws.py"
+    script.write_text(textwrap.dedent("""\
+        import random
+        import numpy as np
+        import torch
+        from sklearn.model_selection import train_test_split
+        order = list(range(10)); random.shuffle(order)
+        perm = np.random.permutation(10)
+        g = torch.Generator(); g.seed()
+        parts = train_test_split(np.arange(10), test_size=0.2)
+        np.random.seed(0); later = np.random.rand(3)
+        model = torch.nn.Linear(3, 2)
+        torch.manual_seed(0)
+    """))
+    report = tmp_path / "acts.jsonl"
+    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
+                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
+                           "seed-random,seed-numpy,seed-torch", str(script)],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, _channel.ENV: str(report)})
+    assert done.returncode == 0, done.stderr
+    draws = {(a["api"], a["site"].rsplit(":", 1)[1], a["draw"], a["direct"]): a for a in _channel.read(report)
+             if a.get("draw")}
+    assert ("random.shuffle", "5", "order", True) in draws
+    assert ("numpy.random.permutation", "6", "order", True) in draws
+    assert ("torch.Generator.seed", "7", "seed", True) in draws
+    split = draws[("numpy.random.permutation", "8", "order", False)]
+    assert split["via"] == "sklearn.model_selection.train_test_split"
+    assert not any(k[1] == "9" for k in draws)                       # seeded by the program first
+    init = [a for k, a in draws.items() if k[1] == "10" or a.get("outer", "").endswith(":10")]
+    assert init and all(a["draw"] == "init" for a in init)
+    assert ("torch.manual_seed", "11", "late-seed", True) in draws   # a seed after the model's draws

@@ -142,18 +142,20 @@ def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | Non
     outer: str | None = None
     via: str | None = None
     depth = 0
-    inner: FrameType | None = None
+    chain: list[FrameType] = []     # the library frames between the draw and the program, inner first
     while frame is not None:
         name = frame.f_code.co_filename
         if _program_frame(name) and not name.endswith("runpy.py"):
             here = f"{_shown(os.path.realpath(name))}:{frame.f_lineno}"
             if first is None:
                 first, direct = here, depth == 0
-                via = None if direct or inner is None else _function(inner)
+                # the function the program called: the outermost one that is not a decorator's wrapper
+                named = [f for f in reversed(chain) if "<locals>" not in getattr(f.f_code, "co_qualname", "")]
+                via = None if direct or not named else _function(named[0])
             if frame.f_globals.get("__name__") == "__main__":
                 outer = here
         elif first is None:
-            inner = frame
+            chain.append(frame)
         frame, depth = frame.f_back, depth + 1
     return first, direct, outer, via
 
