@@ -79,8 +79,10 @@ class Findings:
             what = f"{self.at()} takes its seed from the operating system, another one on every run"
         elif a.name == "fixed-clock":
             what = f"{self.at()} reads the clock, and the value becomes a seed"
-        elif a.kind == "order":
+        elif a.kind == "order" or a.name in ORDER_NAMES:
             what = f"{self.at()} draws the sample order from an RNG that nothing seeds"
+        elif not a.kind and a.what:   # a constructor without a seed (the act, not a draw)
+            what = f"{self.at()}: {a.what}, so it starts from another state on every run"
         else:
             what = f"{self.at()} draws from an RNG that nothing seeds"
         return f"{what}: {self.edit.words()}."
