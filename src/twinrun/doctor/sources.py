@@ -77,7 +77,9 @@ def bisect(runner: ExperimentRunner, fixed: Experiment, plan: Plan, evidence: li
     specific first) and return the first that still removes it (else ``fixed``)."""
     acted = {a.name for a in fixed.acted}
     weight = {n: _weight([a for a in fixed.acted if a.name == n]) for n in acted}
-    singles = sorted((n for n in _BISECT_ORDER if n in acted and n in plan.interventions),
+    # An intervention whose only acts are a library's draws while it was imported (a random id) is not
+    # a candidate: bisecting it would cost two runs for a draw that decides nothing the script computes.
+    singles = sorted((n for n in _BISECT_ORDER if n in acted and n in plan.interventions and weight[n] < 3),
                      key=lambda n: (weight[n], _BISECT_ORDER.index(n)))
     if len(singles) < 2:
         return fixed

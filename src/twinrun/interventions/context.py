@@ -40,7 +40,12 @@ def _library(path: str) -> bool:
     return path.startswith(_LIBRARY_PATHS)
 
 
+_DEMO = os.sep + os.path.join("twinrun", "_demo") + os.sep   # twinrun's demo script is a user's script
+
+
 def _program_frame(name: str) -> bool:
+    if _DEMO in name:
+        return True
     return not (name.startswith("<") or any(s in name for s in _SKIP) or _library(os.path.realpath(name)))
 
 
