@@ -112,7 +112,12 @@ def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
     def stream_seed(label: str) -> int:
         return int(ctx.sequence(label).generate_state(1, "uint64")[0] >> 1)
 
-    class Generator(base):  # type: ignore[misc, valid-type]
+    class _Meta(type(base)):  # type: ignore[misc]
+        # torch.default_generator and generators made before the patch are still torch.Generators
+        def __instancecheck__(cls, obj: object) -> bool:
+            return isinstance(obj, base)
+
+    class Generator(base, metaclass=_Meta):  # type: ignore[misc, valid-type]
         _twinrun_patched = True
 
         def seed(self) -> int:
