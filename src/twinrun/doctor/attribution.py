@@ -71,21 +71,25 @@ class Findings:
         if self.source is None or self.edit is None:
             return fallback
         a = self.source
+        also = ""   # the framework's own way, for every RNG at once
         if a.api == "torch.manual_seed" and a.what.startswith("called at"):
             what = f"`torch.manual_seed` is {a.what}: the initial values were drawn before it"
         elif a.kind == "init" or (self.phase == "init" and not a.direct):
-            what = f"`{a.api}` draws the initial values from an RNG that nothing seeds before {a.site}"
+            what = f"`{a.shown_api}` draws the initial values from an RNG that nothing seeds before {a.site}"
+            also = " " + self.words.seed.format(script=self.script.name)
         elif a.kind == "seed":
             what = f"{self.at()} takes its seed from the operating system, another one on every run"
         elif a.name == "fixed-clock":
             what = f"{self.at()} reads the clock, and the value becomes a seed"
+            also = (f" (Or take it from twinrun's streams: {self.words.fixed_seed} with "
+                    "`seeds = twinrun.seed_everything(0)`.)")
         elif a.kind == "order" or a.name in ORDER_NAMES:
             what = f"{self.at()} draws the sample order from an RNG that nothing seeds"
         elif not a.kind and a.what:   # a constructor without a seed (the act, not a draw)
             what = f"{self.at()}: {a.what}, so it starts from another state on every run"
         else:
             what = f"{self.at()} draws from an RNG that nothing seeds"
-        return f"{what}: {self.edit.words()}."
+        return f"{what}: {self.edit.words()}.{also}"
 
     @property
     def where(self) -> Where | None:
