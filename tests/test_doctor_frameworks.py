@@ -73,7 +73,9 @@ def test_keras_unseeded_tf_data_shuffle_is_data_pipeline_order_and_its_seed_fixe
     assert (d.first_divergence.step, d.first_divergence.phase) == (0, "input")
     assert d.confirmed
     data = next(e for e in d.evidence if e.name == "data")
-    assert data.identical and [a.name for a in data.acted] == ["seed-tf-data"]
+    # Keras's own draws from Python's and NumPy's RNGs are observed too; bisecting names the shuffle
+    assert data.identical and "seed-tf-data" in [a.name for a in data.acted]
+    assert d.source is not None and d.source["intervention"] == "seed-tf-data", d.source
     assert "tf.data.Dataset.shuffle(...)` at " in d.fix and "tfdata_pipeline.py:" in d.fix
     assert 'seed=seeds.tf("data")' in d.fix
     check_passes(PIPELINE, "--samples", "128", "--batch", "32")   # the same pipeline, shuffle seeded
