@@ -44,9 +44,10 @@ def check_passes(script: Path) -> None:
 
 # (example, cause, detail, phase of the first divergence, words the fix must hold, max steps)
 CASES = [
-    ("no_seed", "unseeded-init", None, "init", ["twinrun.seed_everything(0)"], 3),
+    ("no_seed", "unseeded-init", None, "init", ["torch.manual_seed(0)", "no_seed.py:31"], 3),
     ("numpy_augment", "data-pipeline", "content", "input", ["numpy.random.default_rng()", "numpy_augment.py:"], 3),
-    ("unseeded_shuffle", "data-pipeline", "order", "input", ["loader_kwargs", "unseeded_shuffle.py:"], 3),
+    ("unseeded_shuffle", "data-pipeline", "order", "input", ["generator=torch.Generator().manual_seed(0)",
+                                                             "unseeded_shuffle.py:38"], 3),
     ("set_order", "hash-seed", None, "input", ["sorted(", "PYTHONHASHSEED"], 3),
     ("nondeterministic_kernel", "nondeterministic-kernel", None, "grad", ["twinrun.deterministic()", "`table`"], 5),
 ]
@@ -78,7 +79,8 @@ def test_completion_order_is_proven_from_the_trace_through_the_cli():
     assert (d["cause"], d["detail"], d["first_divergence"]["phase"]) == ("data-pipeline", "order", "input")
     assert d["confirmed"] is False          # no seed removes it: the evidence is the trace itself
     assert [e["name"] for e in d["evidence"]][:2] == ["baseline", "trace"]
-    assert "imap_unordered(...)` at imap_unordered.py:" in d["fix"] and "Pool.imap" in d["fix"]
+    assert "`imap_unordered` at " in d["fix"] and "imap_unordered.py:" in d["fix"] and ".imap(" in d["fix"]
+    assert d["source"]["edit"]["new"].count("imap(") == 1
     check_passes(FIXED / "imap_unordered.py")
 
 
@@ -219,7 +221,9 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
     assert runs[0].stdout == runs[1].stdout
     acted = _channel.read(reports[0])
     assert {(a["name"], a["what"]) for a in acted} == {("seed-numpy", "numpy.random.default_rng() without a seed"),
-                                                      ("seed-random", "random.Random() without a seed")}
+                                                      ("seed-random", "random.Random() without a seed"),
+                                                      ("seed-numpy", "numpy.random.rand draws from an unseeded RNG")}
+    assert [a.get("direct") for a in acted if a.get("draw")] == [True]   # the program drew itself
     assert all(a["site"].startswith("draws.py:") for a in acted)
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     seeded_b = runs[0].stdout.split()[1]
@@ -229,5 +233,5 @@ def test_interventions_seed_only_what_was_left_unseeded(tmp_path):
 def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
-    assert NAMES == ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
-                     "one-cpu", "ddp-small-buckets")
+    assert NAMES == ("seed-loaders", "seed-torch", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random",
+                     "fixed-clock", "one-cpu", "ddp-small-buckets")

@@ -58,7 +58,9 @@ def test_keras_tf_seed_alone_is_unseeded_init_and_keras_seeding_fixes_it():
     assert (d.verdict, d.cause) == ("not-reproducible", "unseeded-init"), d.summary
     assert (d.first_divergence.step, d.first_divergence.phase) == (0, "init")
     assert d.first_divergence.name.startswith("cnn/")
-    assert d.confirmed and [e.name for e in d.evidence] == ["baseline", "seed"]
+    # Keras 3 draws an unseeded initialiser's seed from Python's random: seeding it alone removes it
+    assert d.confirmed and [e.name for e in d.evidence][:2] == ["baseline", "rngs"]
+    assert d.source is not None and "cnn_fit.py:" in d.source["site"], d.source
     assert "keras.utils.set_random_seed(0)" in d.fix and "twinrun.seed_everything(0)" in d.fix
     assert "tf.random.set_seed` alone" in d.fix
     check_passes(CNN, "--seeding", "keras", "--steps", "3")
@@ -71,7 +73,9 @@ def test_keras_unseeded_tf_data_shuffle_is_data_pipeline_order_and_its_seed_fixe
     assert (d.first_divergence.step, d.first_divergence.phase) == (0, "input")
     assert d.confirmed
     data = next(e for e in d.evidence if e.name == "data")
-    assert data.identical and [a.name for a in data.acted] == ["seed-tf-data"]
+    # Keras's own draws from Python's and NumPy's RNGs are observed too; bisecting names the shuffle
+    assert data.identical and "seed-tf-data" in [a.name for a in data.acted]
+    assert d.source is not None and d.source["intervention"] == "seed-tf-data", d.source
     assert "tf.data.Dataset.shuffle(...)` at " in d.fix and "tfdata_pipeline.py:" in d.fix
     assert 'seed=seeds.tf("data")' in d.fix
     check_passes(PIPELINE, "--samples", "128", "--batch", "32")   # the same pipeline, shuffle seeded
@@ -105,10 +109,11 @@ def test_jax_key_from_the_clock_is_unseeded_init_found_by_fixing_the_clock():
     assert (d.verdict, d.cause, d.detail) == ("not-reproducible", "unseeded-init", "clock"), d.summary
     assert (d.first_divergence.step, d.first_divergence.phase) == (0, "init")
     assert d.first_divergence.name.startswith("dense")
-    # Seeding every RNG does not help (the key comes from the clock); fixing the clock does.
-    assert [(e.name, e.identical) for e in d.evidence] == [("baseline", False), ("seed", False), ("clock", True)]
+    # The RNGs seeded and the program's clock fixed remove it, and the clock is the draw that acted.
+    assert [(e.name, e.identical) for e in d.evidence] == [("baseline", False), ("rngs", True)]
     clock = d.evidence[-1]
-    assert [a.what for a in clock.acted] == ["time.time_ns()"] and "mlp.py:" in clock.acted[0].site
+    assert "time.time_ns()" in [a.what for a in clock.acted] and d.source["api"] == "time.time_ns()"
+    assert "mlp.py:" in d.source["site"]
     assert 'seeds.jax("init")' in d.fix and "time.time_ns()` at " in d.fix
     check_passes(MLP)   # keys from twinrun's streams
 

@@ -76,7 +76,8 @@ def render(d: Any) -> None:
         t.add_column(col)
     for e in d.evidence:
         fd = e.first_divergence
-        where = "—" if not fd else f"step {fd.step} {fd.phase} {fd.name}"
+        where = "—" if not fd else " ".join(str(x) for x in (f"step {fd.step}" if fd.step is not None else None,
+                                                             fd.phase, fd.name) if x)
         if e.rank is not None:
             where = f"rank {e.rank}: " + (where if fd else (e.note or ""))
         ident = "—" if e.identical is None else ("yes" if e.identical else "no")
@@ -93,4 +94,6 @@ def render(d: Any) -> None:
                       for x in top), 4000))
     if d.nproc:
         out.print(f"[dim]each run: {d.nproc} ranks through torch.distributed, compared rank k against rank k[/]")
-    out.print(f"[dim]{d.reruns} runs, {d.seconds:.1f} s, {d.max_steps} steps each[/]")
+    steps = (f"{d.steps} step{'s' if d.steps != 1 else ''} recorded in each baseline run (at most {d.max_steps})"
+             if d.steps is not None else f"at most {d.max_steps} steps each")
+    out.print(f"[dim]{d.reruns} runs, {d.seconds:.1f} s, {steps}[/]")

@@ -88,6 +88,8 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     d.reruns, d.seconds, d.max_steps = runner.launched, time.perf_counter() - t0, max_steps
+    recorded = [n for e in d.evidence if e.name == "baseline" for n in e.steps]
+    d.steps = min(recorded) if recorded else None
     return d
 
 

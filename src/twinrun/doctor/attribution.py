@@ -15,11 +15,13 @@ from pathlib import Path
 
 from .. import frameworks
 from .._display import shown
+from ..comparison.samples import SamplePools, sample_pools
 from ..frameworks.base import FixWords, Intervention
 from ..interventions import DATA_NAMES, ORDER_NAMES, registry
 from .experiments import ExperimentRunner, Plan, frameworks_of
-from .fixes import data_fix, op_class, op_short, unordered_calls
+from .fixes import data_fix, op_class, op_short
 from .model import Act, Cause, Diagnosis, Experiment, Verdict, Where, where_words
+from .sources import Edit, bisect, completion_edit, edit_for, hash_sites, pick, unordered_sites
 
 __all__ = ["RULES", "Findings", "Rule", "attribute"]
 
@@ -33,11 +35,14 @@ DETERMINISTIC = Plan("deterministic", "deterministic kernels (twinrun run --dete
 THREADS_1 = Plan("threads-1", "one thread (twinrun run --threads 1)", threads=1)
 ALL = Plan("all", "all of the above at once", seed=0, env=dict(HASH.env), deterministic=True,
            interventions=(*DATA_NAMES, "fixed-clock"))
+RNGS = Plan("rngs", "Python's, NumPy's and torch's unseeded RNGs seeded and the program's clock fixed, each draw "
+            "observed (seed-random, seed-numpy, seed-torch, fixed-clock)",
+            interventions=("seed-random", "seed-numpy", "seed-torch", "fixed-clock"))
 DATA_CONTENT = Plan("data-content", "only the content randomness seeded (" + ", ".join(_CONTENT_NAMES) + ")",
                     interventions=_CONTENT_NAMES)
 
 # Experiments to try, by the phase where the baseline runs part.
-_ORDER = {"init": [SEED, CLOCK, HASH], "input": [DATA, HASH, SEED]}
+_ORDER = {"init": [RNGS, SEED, CLOCK, HASH], "input": [DATA, HASH, SEED]}
 _LATER = [DETERMINISTIC, THREADS_1, SEED, DATA, HASH]
 
 
@@ -52,6 +57,40 @@ class Findings:
     proven_order: bool                   # the trace shows the same samples in another order
     words: FixWords
     interventions: dict[str, Intervention] = field(default_factory=dict)
+    pools: SamplePools | None = None     # where run A's samples are in run B, over the whole run
+    source: Act | None = None            # the draw that matters (after bisecting)
+    edit: Edit | None = None             # its fix, as an edit of the user's line
+    # The nondeterministic op, from a census pass (issue 11, part 3): {"op", "site", "phase", "cost", ...}.
+    op: dict[str, str] | None = None
+
+    def at(self) -> str:
+        """`` `api` at file:line`` of the source, or ''."""
+        return f"`{self.source.shown_api}` at {self.source.site}" if self.source else ""
+
+    def fix_of(self, fallback: str) -> str:
+        """The fix written for the source's API and line when there is one, else ``fallback``."""
+        if self.source is None or self.edit is None:
+            return fallback
+        a = self.source
+        also = ""   # the framework's own way, for every RNG at once
+        if a.api == "torch.manual_seed" and a.what.startswith("called at"):
+            what = f"`torch.manual_seed` is {a.what}: the initial values were drawn before it"
+        elif a.kind == "init" or (self.phase == "init" and not a.direct):
+            what = f"`{a.shown_api}` draws the initial values from an RNG that nothing seeds before {a.site}"
+            also = " " + self.words.seed.format(script=self.script.name)
+        elif a.kind == "seed":
+            what = f"{self.at()} takes its seed from the operating system, another one on every run"
+        elif a.name == "fixed-clock":
+            what = f"{self.at()} reads the clock, and the value becomes a seed"
+            also = (f" (Or take it from twinrun's streams: {self.words.fixed_seed} with "
+                    "`seeds = twinrun.seed_everything(0)`.)")
+        elif a.kind == "order" or a.name in ORDER_NAMES:
+            what = f"{self.at()} draws the sample order from an RNG that nothing seeds"
+        elif not a.kind and a.what:   # a constructor without a seed (the act, not a draw)
+            what = f"{self.at()}: {a.what}, so it starts from another state on every run"
+        else:
+            what = f"{self.at()} draws from an RNG that nothing seeds"
+        return f"{what}: {self.edit.words()}.{also}"
 
     @property
     def where(self) -> Where | None:
@@ -63,7 +102,12 @@ class Findings:
 
     @property
     def fixed_by(self) -> str | None:
-        return self.fixed.name if self.fixed else None
+        if self.fixed is None:
+            return None
+        name = self.fixed.name
+        if name.startswith("only "):
+            return "data" if self.fixed.acted and self.phase == "input" else "rngs"
+        return name
 
     def acts(self, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> list[Act]:
         """The acts of the confirming experiment (of interventions in ``names``, not in ``exclude``)."""
@@ -73,7 +117,7 @@ class Findings:
     @property
     def tried(self) -> str:
         return "; ".join(f"{e.changed}: {'identical' if e.identical else 'still part'}"
-                         for e in self.evidence if e.name not in ("baseline", "trace"))
+                         for e in self.evidence if e.name not in ("baseline", "trace")) or "nothing"
 
 
 @dataclass(frozen=True)
@@ -96,93 +140,122 @@ class Rule:
 
 # --- the rules ------------------------------------------------------------------------------------
 
+def _detail(f: Findings) -> str:
+    """Order or content: from the API of the draw that matters, else from the pooled sample digests."""
+    if f.source is not None:
+        return "order" if f.source.kind == "order" or f.source.name in ORDER_NAMES else "content"
+    return (f.pools.detail if f.pools is not None else None) or "content"
+
+
+def _samples(f: Findings) -> str:
+    return f" The traces: {f.pools.sentence()}." if f.pools is not None and f.pools.detail else ""
+
+
 def _order_seeded(f: Findings) -> Conclusion:
-    fix = data_fix(f.acts(ORDER_NAMES), "order", f.script.name, f.words, f.interventions)
+    fix = f.fix_of(data_fix(f.acts(ORDER_NAMES) or f.acts(), "order", f.script.name, f.words, f.interventions))
     return Conclusion(Cause.DATA_PIPELINE, "order", fix, True,
                       f"The runs part {where_words(f.where)}: the same samples arrive in another order, and seeding "
-                      "the data loaders removes it.")
+                      f"the data randomness removes it.{_samples(f)}")
 
 
 def _order_completion(f: Findings) -> Conclusion:
-    calls = unordered_calls(f.script)
+    calls = unordered_sites(f.script)
+    edits = [e for e in (completion_edit(c) for c in calls) if e is not None]
     if calls:
         how = "; ".join(f"`{c['call']}` at {c['site']}" for c in calls)
-        fix = (f"Gather the samples in a fixed order: {how} yields results in completion order — use the ordered "
-               "variant (`Pool.imap`/`Pool.map`, `Executor.map`) or sort the results by sample index before batching.")
+        fix = (f"Gather the samples in a fixed order: {how} hands them over in completion order. "
+               + (f"Take them in submission order instead: {edits[0].words()}." if edits else
+                  "Tag each sample with its index and sort by it before batching (or use an ordered map: "
+                  "`Pool.imap`, `Executor.map`)."))
+        f.source = Act("completion-order", "results collected in completion order", calls[0]["call"],
+                       calls[0]["site"], "order")
+        f.edit = edits[0] if edits else None
     else:
         fix = ("Gather the samples in a fixed order: something hands them over in completion order (a process or "
                "thread pool, a queue); use an ordered map or sort them by sample index before batching.")
     return Conclusion(Cause.DATA_PIPELINE, "order", fix, False,
                       f"The runs part {where_words(f.where)}: the same samples arrive in another order (proven from "
-                      "the traces: equal per-sample digests, another sequence); seeding the data randomness did not "
-                      "remove it, so the order comes from completion order, not from an RNG.")
+                      "the traces alone); seeding the data randomness did not remove it, so the order comes from "
+                      f"completion order, not from an RNG.{_samples(f)}")
 
 
 def _nothing(f: Findings) -> Conclusion:
-    name = shown(f.where.name, 120) if f.where else "?"   # a layer name from the trace
+    where = f" (`{shown(f.where.name, 120)}`)" if f.where and f.where.name else ""   # a name from the trace
     return Conclusion(Cause.UNKNOWN, None,
-                      f"No single change tried removed the divergence; look at what `{name}` depends on "
-                      f"{where_words(f.where)}. Tried: {f.tried}.", False,
-                      f"The runs part {where_words(f.where)}, and nothing twinrun tried removed it ({f.tried}).")
+                      f"No single change tried removed the divergence; look at what the first differing value{where} "
+                      f"depends on {where_words(f.where)}. Ruled out (each rerun twice): {f.tried}.", False,
+                      f"The runs part {where_words(f.where)}, and nothing twinrun tried removed it; ruled out: "
+                      f"{f.tried}.")
 
 
-def _clock(f: Findings) -> Conclusion:
-    calls = ", ".join(f"`{a.what}` at {a.site}" for a in f.acts(("fixed-clock",))) or "a clock read"
-    cause, detail = (Cause.DATA_PIPELINE, "content") if f.phase == "input" else (Cause.UNSEEDED_INIT, "clock")
-    return Conclusion(cause, detail,
-                      f"A seed is taken from the clock ({calls}): take it from a fixed seed instead, e.g. "
-                      f"{f.words.fixed_seed} with `seeds = twinrun.seed_everything(0)`.", True,
-                      f"The runs part {where_words(f.where)}: a seed read from the clock differs on every run; every "
-                      "RNG seeded and the program's clock fixed make the runs identical (seeding alone did not).")
+def _rngs(f: Findings) -> Conclusion:
+    what = f"{f.at()} " if f.source else "an unseeded RNG "
+    if f.phase == "init" or f.phase not in ("input",):
+        fallback = f.words.seed.format(script=f.script.name)
+        return Conclusion(Cause.UNSEEDED_INIT, "clock" if f.source and f.source.name == "fixed-clock" else None,
+                          f.fix_of(fallback), True,
+                          f"The runs part {where_words(f.where)}: {what}gives other values on every run; seeding it "
+                          "alone makes the runs identical.")
+    detail = _detail(f)
+    fix = f.fix_of(data_fix(f.acts(), detail, f.script.name, f.words, f.interventions))
+    return Conclusion(Cause.DATA_PIPELINE, detail, fix, True,
+                      f"The runs part {where_words(f.where)}: {what}draws "
+                      f"{'the sample order' if detail == 'order' else 'the data'} anew on every run; seeding it alone "
+                      f"makes the runs identical.{_samples(f)}")
 
 
 def _seed_init(f: Findings) -> Conclusion:
     return Conclusion(Cause.UNSEEDED_INIT, None, f.words.seed.format(script=f.script.name), True,
                       f"The runs part {where_words(f.where)}: the parameters start from other random values; seeding "
-                      "every RNG (twinrun run --seed 0) makes the runs identical.")
+                      "every RNG (twinrun run --seed 0) makes the runs identical; no single draw of Python's, NumPy's "
+                      "or torch's RNGs did (a framework's own RNG: Keras, TensorFlow or JAX).")
 
 
 def _seed_later(f: Findings) -> Conclusion:
-    cause, detail = (Cause.DATA_PIPELINE, "content") if f.phase == "input" else (Cause.UNSEEDED_INIT, None)
+    cause, detail = (Cause.DATA_PIPELINE, _detail(f)) if f.phase == "input" else (Cause.UNSEEDED_INIT, None)
     return Conclusion(cause, detail,
                       f"Seed every RNG at the start of {f.script.name}: `import twinrun; twinrun.seed_everything(0)` — "
-                      "a global RNG (Python `random`, NumPy or torch) drawn from after the start was never seeded.",
-                      True,
+                      "a global RNG (Python `random`, NumPy, torch or a framework's own) drawn from after the start "
+                      "was never seeded.", True,
                       f"The runs part {where_words(f.where)}; seeding every global RNG (twinrun run --seed 0) makes "
-                      "the "
-                      "runs identical.")
+                      f"the runs identical.{_samples(f)}")
 
 
 def _data(f: Findings) -> Conclusion:
+    detail = _detail(f) if f.source is not None else None
     content = f.acts(exclude=ORDER_NAMES)
     loaders = f.acts(ORDER_NAMES)
-    if content and (f.fixed_by == "data-content" or not loaders):
-        return Conclusion(Cause.DATA_PIPELINE, "content",
-                          data_fix(content, "content", f.script.name, f.words, f.interventions), True,
-                          f"The runs part {where_words(f.where)}: the data itself differs (augmentation or other "
-                          "unseeded randomness); seeding it from twinrun's data stream makes the runs identical.")
-    if loaders:
-        return Conclusion(Cause.DATA_PIPELINE, "order", data_fix(loaders, "order", f.script.name, f.words,
-                                                                 f.interventions), True,
-                          f"The runs part {where_words(f.where)}: the loader draws another sample order on every run; "
-                          "giving it a seeded generator makes the runs identical.")
-    return Conclusion(Cause.DATA_PIPELINE, "content", data_fix(content, "content", f.script.name, f.words,
-                                                               f.interventions), True,
-                      f"The runs part {where_words(f.where)}; seeding the data randomness makes the runs identical.")
+    if detail is None:
+        detail = "content" if content and (f.fixed_by == "data-content" or not loaders) else \
+            "order" if loaders else _detail(f)
+    acts = loaders if detail == "order" and loaders else content or loaders
+    fix = f.fix_of(data_fix(acts, detail, f.script.name, f.words, f.interventions))
+    what = ("the loader draws another sample order on every run" if detail == "order" else
+            "the data itself differs (augmentation or other unseeded randomness)")
+    return Conclusion(Cause.DATA_PIPELINE, detail, fix, True,
+                      f"The runs part {where_words(f.where)}: {what}; seeding "
+                      f"{f.at() or 'the data randomness'} makes the runs identical.{_samples(f)}")
 
 
 def _hash(f: Findings) -> Conclusion:
-    return Conclusion(Cause.HASH_SEED, None,
-                      "Do not let set or dict iteration order over strings decide the data or the model: iterate "
-                      "`sorted(...)` instead of the set (or fix the hash seed for every run: `PYTHONHASHSEED=0` in the "
-                      "environment, or `twinrun.seed_everything(0, hash_seed=\"relaunch\")`).", True,
+    sites = hash_sites(f.script)
+    if sites:
+        what, site, edit = sites[0]
+        f.source, f.edit = Act("hash-seed", what, f"iteration over a set ({what})", site, "hash"), edit
+        fix = (f"Iterate in a fixed order: {what} at {site} follows the per-process hash seed of strings; "
+               f"{edit.words()} (or fix the hash seed for every run: `PYTHONHASHSEED=0`).")
+    else:
+        fix = ("Do not let set or dict iteration order over strings decide the data or the model: iterate "
+               "`sorted(...)` instead of the set (or fix the hash seed for every run: `PYTHONHASHSEED=0` in the "
+               "environment, or `twinrun.seed_everything(0, hash_seed=\"relaunch\")`).")
+    return Conclusion(Cause.HASH_SEED, None, fix, True,
                       f"The runs part {where_words(f.where)}; fixing PYTHONHASHSEED makes the runs identical, so the "
                       "order of a set or dict of strings (which follows the per-process hash seed) decided it.")
 
 
 def _kernel(f: Findings) -> Conclusion:
-    layer = shown(f.where.name, 120) if f.where and f.where.name else "?"
-    ops = op_class(f.phase)
+    layer = shown(f.where.name, 120) if f.where and f.where.name else "the first differing value"
+    ops = f"`{f.op['op']}` at {f.op['site']}" if f.op and f.op.get("op") and f.op.get("site") else op_class(f.phase)
     if f.fixed_by == "deterministic":
         fix = (f"Use deterministic kernels: call `twinrun.deterministic()` (or {f.words.deterministic}) before "
                f"training; the run-to-run difference comes from {ops} in `{layer}`.")
@@ -207,10 +280,11 @@ def _several(f: Findings) -> Conclusion:
 
 
 RULES: list[Rule] = [
-    Rule("order proven, loaders seeded", lambda f: f.proven_order and f.fixed_by == "data", _order_seeded),
-    Rule("order proven, no seed helps", lambda f: f.proven_order, _order_completion),
+    Rule("order proven, data seeded", lambda f: f.proven_order and f.fixed_by in ("data", "rngs"), _order_seeded),
+    Rule("order proven, no seed helps", lambda f: f.proven_order and f.fixed is None, _order_completion),
     Rule("nothing removed it", lambda f: f.fixed is None, _nothing),
-    Rule("the clock", lambda f: f.fixed_by == "clock", _clock),
+    Rule("one RNG, observed", lambda f: f.fixed_by == "rngs", _rngs),
+    Rule("the clock", lambda f: f.fixed_by == "clock", _rngs),
     Rule("seeding, at init", lambda f: f.fixed_by == "seed" and f.phase == "init", _seed_init),
     Rule("seeding, later", lambda f: f.fixed_by == "seed", _seed_later),
     Rule("data randomness", lambda f: f.fixed_by in ("data", "data-content"), _data),
@@ -222,24 +296,34 @@ RULES: list[Rule] = [
 
 # --- the experiments ------------------------------------------------------------------------------
 
+def _pools(baseline: Experiment) -> SamplePools | None:
+    if len(baseline.traces) < 2:
+        return None
+    try:
+        return sample_pools(baseline.traces[0], baseline.traces[1])
+    except Exception:   # noqa: BLE001 - a trace without per-sample digests proves nothing; it is no failure
+        return None
+
+
 def attribute(runner: ExperimentRunner, script: Path, baseline: Experiment) -> Diagnosis:
     """Runs part: try one change at a time, then conclude from the first rule that holds."""
     fd = baseline.first_divergence
     phase = fd.phase if fd else None
     evidence = [baseline]
-    proven_order = bool(fd and fd.input_order_only)
-    if proven_order and fd is not None:
-        evidence.append(Experiment("trace", "nothing: read from the baseline traces", identical=False,
-                                   first_divergence=fd, runs=0,
-                                   note=f"the inputs of step {fd.step} hold the same samples in another order "
-                                        "(equal per-sample digests, another sequence)"))
+    pools = _pools(baseline) if phase == "input" else None
+    proven_order = pools.order_proven if pools is not None else bool(fd and fd.input_order_only)
+    if phase == "input" and pools is not None and pools.detail:
+        evidence.append(Experiment("trace", "nothing: read from the baseline traces (every recorded step)",
+                                   identical=False, first_divergence=fd, runs=0, note=pools.sentence()))
     order = ([DATA] if proven_order else _ORDER["input"]) if phase == "input" else _ORDER.get(str(phase), _LATER)
     tried: list[Experiment] = []
+    fixed_plan: Plan | None = None
     for plan in order:
         exp = runner.pairs([plan])[0]
         evidence.append(exp)
         tried.append(exp)
         if exp.identical:
+            fixed_plan = plan
             break
     fixed = next((e for e in tried if e.identical), None)
     if fixed is None and not proven_order and len(order) > 1:
@@ -247,17 +331,22 @@ def attribute(runner: ExperimentRunner, script: Path, baseline: Experiment) -> D
         evidence.append(exp)
         if exp.identical:
             fixed = exp
-    if fixed is not None and fixed.name == "data" and not proven_order:
-        kinds = {("order" if a.name in ORDER_NAMES else "content") for a in fixed.acted}
-        if kinds == {"order", "content"}:   # which one was it? seed only the content randomness
-            exp = runner.pairs([DATA_CONTENT])[0]
-            evidence.append(exp)
-            if exp.identical:
-                fixed = exp
+    if fixed is not None and fixed_plan is not None and fixed_plan.interventions:
+        fixed = bisect(runner, fixed, fixed_plan, evidence)
     words = frameworks.words(frameworks_of(baseline.traces[0])) if baseline.traces else \
         frameworks.adapter_class("torch").words
-    findings = Findings(script, baseline, evidence, fixed, proven_order, words, registry())
+    findings = Findings(script, baseline, evidence, fixed, proven_order, words, registry(), pools)
+    if fixed is not None and fixed.acted:
+        hint = pools.detail if pools is not None else None
+        findings.source = pick(fixed.acted, phase, hint)
+        findings.edit = edit_for(findings.source, script, phase) if findings.source else None
     rule = next(r for r in RULES if r.holds(findings))
     c = rule.conclude(findings)
-    return Diagnosis(str(script), Verdict.NOT_REPRODUCIBLE, c.cause, c.detail, fd, c.fix, evidence, None,
-                     c.confirmed, c.summary)
+    d = Diagnosis(str(script), Verdict.NOT_REPRODUCIBLE, c.cause, c.detail, fd, c.fix, evidence, None,
+                  c.confirmed, c.summary)
+    if findings.source is not None:
+        d.source = {"api": findings.source.shown_api, "site": findings.source.site, "kind": findings.source.kind,
+                    "intervention": findings.source.name,
+                    "edit": None if findings.edit is None else findings.edit.to_dict()}
+    d.samples = None if pools is None else pools.to_dict()
+    return d

@@ -185,6 +185,8 @@ def explain_kernel(d: Diagnosis, runner: ExperimentRunner) -> OpCensus | None:
         return c
     d.detail = f"{use.detail}, {use.where()}"
     d.fix = _fix(use, fd.name if fd else None)
+    if use.site:   # the call site that matters, as for a draw (doctor --json's `source`)
+        d.source = {"api": use.label, "site": use.site, "kind": "op", "phase": use.phase}
     others = [u for u in c.ops if u is not use]
     also = (" Also used: " + "; ".join(u.words(c.steps) for u in others) + ".") if others else ""
     trace = fd.phase if fd else None

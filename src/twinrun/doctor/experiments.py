@@ -111,7 +111,8 @@ class ExperimentRunner:
         out = []
         for i, p in enumerate(plans):
             a, b = results[2 * i], results[2 * i + 1]
-            exp = Experiment(p.name, p.changed, runs=2, traces=[a.trace_path, b.trace_path], acted=_acts(a, b))
+            exp = Experiment(p.name, p.changed, runs=2, traces=[a.trace_path, b.trace_path], acted=_acts(a, b),
+                             steps=[a.steps, b.steps])
             self._fill(exp, a.trace_path, b.trace_path)
             exp.seconds = round(time.perf_counter() - t0, 2)
             out.append(exp)
@@ -128,7 +129,8 @@ class ExperimentRunner:
         results = self.run([(p, 1) for p in plans])
         out = []
         for p, r in zip(plans, results):
-            exp = Experiment(p.name, p.changed, runs=1, traces=[r.trace_path], compared_with=label, acted=_acts(r))
+            exp = Experiment(p.name, p.changed, runs=1, traces=[r.trace_path], compared_with=label, acted=_acts(r),
+                             steps=[r.steps])
             self._fill(exp, reference, r.trace_path)
             exp.seconds = round(time.perf_counter() - t0, 2)
             out.append(exp)

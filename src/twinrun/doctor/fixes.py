@@ -6,13 +6,10 @@ only puts the evidence (the call sites the interventions reported, the layer, th
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from ..frameworks.base import FixWords, Intervention
 from .model import Act
 
-__all__ = ["data_fix", "op_class", "op_short", "unordered_calls"]
+__all__ = ["data_fix", "op_class", "op_short"]
 
 
 def _pick(acts: list[Act], registry: dict[str, Intervention]) -> Intervention | None:
@@ -33,25 +30,6 @@ def data_fix(acts: list[Act], kind: str, script: str, words: FixWords, registry:
     shown = [a for a in acts if a.name == chosen.name] if kind == "order" else acts
     where = ", ".join(f"`{a.api}` at {a.site}" for a in shown)
     return chosen.fix.format(where=where, tail=words.content_tail)
-
-
-_UNORDERED = re.compile(r"\.(imap_unordered|as_completed)\s*\(|\bas_completed\s*\(")
-
-
-def unordered_calls(path: Path) -> list[dict[str, str]]:
-    """Calls in the script that hand results over in completion order (to name them in the fix)."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    out = []
-    for i, line in enumerate(lines, 1):
-        code = line.split("#", 1)[0]
-        m = _UNORDERED.search(code)
-        if m:
-            call = m.group(1) or "as_completed"
-            out.append({"call": f"{call}(...)", "site": f"{path.name}:{i}"})
-    return out
 
 
 _OP_CLASS = {

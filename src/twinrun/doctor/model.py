@@ -65,8 +65,11 @@ class Where:
         return None
 
     def words(self) -> str:
-        """``at step 0, in the backward pass (`classifier.weight`)``."""
-        return f"at step {self.step}, {phase_words(self.phase)[0]} (`{shown(self.name, 120)}`)"
+        """``at step 0, in the backward pass (`classifier.weight`)``; what is unknown is left out."""
+        parts = [f"at step {self.step}" if self.step is not None else "",
+                 phase_words(self.phase)[0] if self.phase else ""]
+        text = ", ".join(p for p in parts if p) or "somewhere in the run"
+        return text + (f" (`{shown(self.name, 120)}`)" if self.name else "")
 
     def short(self) -> dict[str, Any]:
         return {"step": self.step, "phase": self.phase, "name": self.name, "structural": self.structural}
@@ -91,14 +94,28 @@ class Act:
     what: str       # what it found: "numpy.random.default_rng() without a seed"
     api: str        # the call to fix: "numpy.random.default_rng()"
     site: str       # file:line in the user's program
+    kind: str = ""          # an observed draw's: order, content, seed (a seed from the OS), init (implicit)
+    direct: bool = True     # the program called the API itself (not a library on its behalf)
+    outer: str | None = None   # the script's top-level statement that led to the draw
+    via: str | None = None     # the library function the program called there (when not direct)
 
     @classmethod
     def of(cls, report: dict[str, Any]) -> Act:
+        outer = report.get("outer")
         return cls(str(report.get("name")), str(report.get("what")), str(report.get("api") or report.get("what")),
-                   str(report.get("site")))
+                   str(report.get("site")), str(report.get("draw") or ""), bool(report.get("direct", True)),
+                   None if outer is None else str(outer), None if report.get("via") is None else str(report["via"]))
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "what": self.what, "api": self.api, "site": self.site}
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "what": self.what, "api": self.api, "site": self.site, "kind": self.kind,
+                "direct": self.direct, "outer": self.outer, "via": self.via}
+
+    @property
+    def shown_api(self) -> str:
+        """The API as the user wrote it: the library call of the line, with the draw it made inside."""
+        if self.via and not self.direct and self.kind != "init":
+            return f"{self.via} ({self.api})"
+        return self.api
 
 
 @dataclass
@@ -116,6 +133,7 @@ class Experiment:
     traces: list[str] = field(default_factory=list)
     note: str | None = None
     rank: int | None = None        # --nproc: the rank whose runs part first (rank k against rank k)
+    steps: list[int] = field(default_factory=list)   # steps each run actually recorded
 
     def fill(self, c: Comparison) -> None:
         """Take the result of comparing this experiment's runs."""
@@ -129,7 +147,7 @@ class Experiment:
                 "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
                 "compared_with": self.compared_with, "runs": self.runs, "seconds": self.seconds,
                 "acted": [a.to_dict() for a in self.acted], "traces": list(self.traces), "note": self.note,
-                "rank": self.rank}
+                "rank": self.rank, "steps": list(self.steps)}
 
 
 @dataclass
@@ -151,6 +169,9 @@ class Diagnosis:
     max_steps: int = 20
     against: str | None = None
     environment: list[dict[str, Any]] | None = None
+    steps: int | None = None                            # steps the baseline runs actually recorded
+    source: dict[str, Any] | None = None                # the call site that matters: api, site, kind, edit
+    samples: dict[str, Any] | None = None               # order or content from the pooled per-sample digests
     nproc: int | None = None                            # the ranks each run had (--nproc)
     replicas: dict[str, Any] | None = None              # --nproc: the replica check of a baseline run
     census: dict[str, Any] | None = None                # the ops that part run to run (doctor/census.py)
@@ -167,5 +188,6 @@ class Diagnosis:
             "confirmed": self.confirmed, "summary": self.summary, "script": self.script,
             "max_steps": self.max_steps, "reruns": self.reruns, "seconds": round(self.seconds, 2),
             "against": self.against, "environment": self.environment, "nproc": self.nproc,
-            "replicas": self.replicas, "census": self.census,
+            "replicas": self.replicas, "steps": self.steps, "source": self.source, "samples": self.samples,
+            "census": self.census,
         }

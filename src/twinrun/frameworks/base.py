@@ -136,6 +136,10 @@ class InterventionContext(Protocol):
         """Report that intervention ``name`` acted at the caller's line of the user's program: ``what``
         happened ("random.Random() without a seed"), through ``api`` (the call to fix: "random.Random()")."""
 
+    def draw(self, name: str, api: str, kind: str) -> None:
+        """Report that the caller's line of the program drew through ``api`` (kind ``order``, ``content``
+        or ``seed``) from an RNG the program left unseeded (``name``: the intervention that seeded it)."""
+
     def sequence(self, kind: str) -> np.random.SeedSequence:
         """The seed sequence for the next unseeded object of ``kind``: stable in program order."""
 

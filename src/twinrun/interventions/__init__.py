@@ -4,8 +4,8 @@
 in the child before the user's script starts. Each intervention gives a seed, drawn from twinrun's
 ``data`` stream, to randomness the program left unseeded, and changes nothing else; doctor then
 reruns the script twice and sees whether the runs still part. The framework ones live with their
-adapters (``seed-loaders``: PyTorch; ``seed-numpy``, ``seed-random``: NumPy and Python; ``seed-tf-data``,
-``seed-tf-random``: TensorFlow; ``ddp-small-buckets``, another all-reduce layout for doctor under
+adapters (``seed-loaders``, ``seed-torch``: PyTorch; ``seed-numpy``, ``seed-random``: NumPy and Python;
+``seed-tf-data``, ``seed-tf-random``: TensorFlow; ``ddp-small-buckets``, another all-reduce layout for doctor under
 ``--nproc`` on 3+ ranks: PyTorch); the process-level ones here (``fixed-clock``, ``one-cpu``).
 
 Every time an intervention acts at a new place of the program, it reports the act to the parent
@@ -18,7 +18,7 @@ on stderr for a person running it by hand::
 >>> iv.NAMES[-3:]
 ('fixed-clock', 'one-cpu', 'ddp-small-buckets')
 >>> iv.DATA_NAMES
-('seed-loaders', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random')
+('seed-loaders', 'seed-torch', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random')
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ __all__ = [
 # The vocabulary of --intervene, in the order documented and listed: the data-order and data-content
 # seeding first, then the clock, then the CPUs. A framework that brings a new intervention adds its
 # name here (a test checks that this list and the implementations agree).
-NAMES = ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock", "one-cpu",
-         "ddp-small-buckets")
+NAMES = ("seed-loaders", "seed-torch", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
+         "one-cpu", "ddp-small-buckets")
 
 
 def registry() -> dict[str, Intervention]:

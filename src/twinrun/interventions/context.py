@@ -40,7 +40,12 @@ def _library(path: str) -> bool:
     return path.startswith(_LIBRARY_PATHS)
 
 
+_DEMO = os.sep + os.path.join("twinrun", "_demo") + os.sep   # twinrun's demo script is a user's script
+
+
 def _program_frame(name: str) -> bool:
+    if _DEMO in name:
+        return True
     return not (name.startswith("<") or any(s in name for s in _SKIP) or _library(os.path.realpath(name)))
 
 
@@ -53,6 +58,8 @@ class Context:
         self._seen: set[tuple[str, str]] = set()
         self._counters: dict[str, itertools.count[int]] = {}
         self._seeds: Seeds | None = None
+        self._drawn: set[tuple[object, ...]] = set()
+        self._seen_draws: set[tuple[str, str, str]] = set()
 
     def run(self, iv: Intervention) -> None:
         """Apply ``iv`` once per process."""
@@ -99,6 +106,74 @@ class Context:
             self._seen.add((name, site))
         _channel.report("intervention", name=name, what=what, api=api, site=site)
         print(f"{LINE_PREFIX}{name}: {what} at {site}", file=sys.stderr, flush=True)
+
+    def draw(self, name: str, api: str, kind: str) -> None:
+        """Report a draw through ``api`` (``order``: a shuffle or permutation; ``content``: values;
+        ``seed``: a seed taken from the OS) at the program's line: the first frame outside twinrun and
+        installed libraries. ``direct``: the program called ``api`` itself (else a library did, on its
+        behalf); ``outer``: the statement of the script's top level that led to it (where a seed must come
+        before). Each line of the program is reported once, and checked cheaply after that."""
+        caller = sys._getframe(2)
+        key = (name, api, caller.f_code, caller.f_lineno)
+        if key in self._drawn:
+            return
+        self._drawn.add(key)
+        site, direct, outer, via = _program_sites(caller)
+        if site is None:
+            return
+        with self._lock:
+            if (name, api, site) in self._seen_draws:
+                return
+            self._seen_draws.add((name, api, site))
+        _channel.report("intervention", name=name, what=f"{api} draws from an unseeded RNG", api=api, site=site,
+                        draw=kind, direct=direct, outer=outer, via=via)
+        print(f"{LINE_PREFIX}{name}: {api} at {site}", file=sys.stderr, flush=True)
+
+
+def _shown(path: str) -> str:
+    try:
+        shown = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if shown.startswith("..") else shown
+
+
+def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | None, str | None]:
+    """The first frame of the program's own code (``file:line``), whether it is the direct caller, the
+    outermost frame of the script being run (``__main__``), when there is one, and the library function
+    the program called there when it is not the direct caller (``sklearn.model_selection.train_test_split``)."""
+    first: str | None = None
+    direct = False
+    outer: str | None = None
+    via: str | None = None
+    depth = 0
+    chain: list[FrameType] = []     # the library frames between the draw and the program, inner first
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if _program_frame(name) and not name.endswith("runpy.py"):
+            here = f"{_shown(os.path.realpath(name))}:{frame.f_lineno}"
+            if first is None:
+                first, direct = here, depth == 0
+                # the function the program called: the outermost one that is not a decorator's wrapper
+                named = [f for f in reversed(chain) if "<locals>" not in getattr(f.f_code, "co_qualname", "")]
+                via = None if direct or not named else _function(named[0])
+            if frame.f_globals.get("__name__") == "__main__":
+                outer = here
+        elif first is None:
+            chain.append(frame)
+        frame, depth = frame.f_back, depth + 1
+    return first, direct, outer, via
+
+
+def _function(frame: FrameType) -> str:
+    """``package.module.function`` of a library frame, private modules left out (a constructor: its class)."""
+    module = str(frame.f_globals.get("__name__", ""))
+    parts = [p for p in module.split(".") if p and not p.startswith("_") and p != "src"]
+    code = frame.f_code
+    qual = getattr(code, "co_qualname", code.co_name)
+    if qual.endswith(".__init__"):
+        qual = qual[: -len(".__init__")]
+    return ".".join([*parts, qual])
 
 
 def _site(frame: FrameType | None) -> str:

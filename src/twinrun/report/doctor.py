@@ -50,7 +50,8 @@ def build(doc: dict) -> tuple[Lead, list[Section], dict, list[str]]:
                                 _environment(doc["environment"])))
     sections.append(Section("run", "How doctor ran", dl([
         ("script", el("code", None, str(doc.get("script")))),
-        ("steps per run", fmt_int(doc.get("max_steps"))),
+        ("steps per run", f"{fmt_int(doc['steps'])} recorded (at most {fmt_int(doc.get('max_steps'))})"
+         if doc.get("steps") is not None else f"at most {fmt_int(doc.get('max_steps'))}"),
         ("runs", fmt_int(doc.get("reruns"))),
         ("time", f"{fmt(doc.get('seconds'))} s"),
         ("compared against", str(doc["against"]) if doc.get("against") else "its own runs (one machine)"),

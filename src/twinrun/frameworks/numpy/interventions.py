@@ -11,6 +11,7 @@ An explicit seed is left alone.
 from __future__ import annotations
 
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,6 @@ def _apply_numpy(ctx: InterventionContext) -> None:
     original_default_rng = rnd.default_rng
     original_random_state = rnd.RandomState
     original_seed_sequence = rnd.SeedSequence
-    original_seed = rnd.seed
 
     def default_rng(seed: Any = None) -> np.random.Generator:
         if seed is None:
@@ -57,15 +57,60 @@ def _apply_numpy(ctx: InterventionContext) -> None:
         if seed is None:
             ctx.note("seed-numpy", "numpy.random.seed() without a seed", "numpy.random.seed()")
             seed = ctx.sequence("np.random.seed").generate_state(4)
-        original_seed(seed)
+        else:
+            _program_seeded.add("numpy")   # the program seeded the global RNG: its draws repeat
+        np.random.mtrand._rand.seed(seed)
 
+    _observe_global(ctx, original_random_state)
     default_rng._twinrun_patched = True  # type: ignore[attr-defined]
     RandomState.__module__ = original_random_state.__module__
     RandomState.__qualname__ = RandomState.__name__ = "RandomState"
     rnd.default_rng, rnd.RandomState = default_rng, RandomState  # type: ignore[misc]
     rnd.SeedSequence, rnd.seed = seed_sequence, seed  # type: ignore[assignment, misc]
-    # The global RNG (np.random.rand, normal, ...) is seeded by the OS at import; give it the stream.
-    original_seed(ctx.fixed_sequence("numpy-global").generate_state(4))
+
+
+# The global RNG's draws, observed so that doctor can name the call: the ones that decide which samples
+# come where (order), and the ones that draw values (content, or a seed when the program seeds with them).
+_NP_ORDER = ("shuffle", "permutation", "choice")
+_NP_CONTENT = ("rand", "randn", "random", "random_sample", "ranf", "sample", "normal", "uniform", "randint",
+               "random_integers", "standard_normal", "binomial", "poisson", "exponential", "beta", "gamma",
+               "laplace", "lognormal", "multivariate_normal", "dirichlet", "multinomial", "bytes")
+
+
+_inside = threading.local()
+_program_seeded: set[str] = set()
+
+
+def _observe_global(ctx: InterventionContext, base: type) -> None:
+    """Replace NumPy's global RandomState (seeded by the OS at import) with one seeded from the stream
+    whose draws are reported; ``np.random.<fn>`` and libraries that take ``np.random.mtrand._rand``
+    (scikit-learn's ``random_state=None``) both use it."""
+    old = np.random.mtrand._rand
+
+    def observed(fn: str, kind: str) -> Any:
+        method = getattr(base, fn)
+
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(_inside, "np", False) or "numpy" in _program_seeded:   # permutation calls shuffle
+                return method(self, *args, **kwargs)
+            ctx.draw("seed-numpy", f"numpy.random.{fn}", kind)
+            _inside.np = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _inside.np = False
+
+        call.__name__ = call.__qualname__ = fn
+        return call
+
+    body = {fn: observed(fn, "order") for fn in _NP_ORDER if hasattr(base, fn)}
+    body.update({fn: observed(fn, "content") for fn in _NP_CONTENT if hasattr(base, fn)})
+    glob = type("RandomState", (base,), body)(ctx.fixed_sequence("numpy-global").generate_state(4))
+    np.random.mtrand._rand = glob
+    for fn in dir(np.random):
+        bound = getattr(np.random, fn, None)
+        if getattr(bound, "__self__", None) is old and fn != "seed":
+            setattr(np.random, fn, getattr(glob, fn))
 
 
 def _apply_random(ctx: InterventionContext) -> None:
@@ -84,12 +129,32 @@ def _apply_random(ctx: InterventionContext) -> None:
         if a is None:
             ctx.note("seed-random", "random.seed() without a seed", "random.seed()")
             a = int(ctx.sequence("random.seed").generate_state(2, "uint64")[0])
+        else:
+            _program_seeded.add("random")
         original_global_seed(a, version)
 
     __init__._twinrun_patched = True  # type: ignore[attr-defined]
     random.Random.__init__ = __init__  # type: ignore[method-assign]
     random.seed = seed
     original_global_seed(int(ctx.fixed_sequence("random-global").generate_state(2, "uint64")[0]))
+    for fn, kind in _PY_DRAWS.items():
+        setattr(random, fn, _observed_random(ctx, fn, kind, getattr(random, fn)))
+
+
+_PY_DRAWS = {"shuffle": "order", "sample": "order", "choice": "content", "choices": "content", "random": "content",
+             "uniform": "content", "randint": "content", "randrange": "content", "gauss": "content",
+             "normalvariate": "content", "getrandbits": "content", "triangular": "content"}
+
+
+def _observed_random(ctx: InterventionContext, fn: str, kind: str, original: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if "random" not in _program_seeded:
+            ctx.draw("seed-random", f"random.{fn}", kind)
+        return original(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = fn
+    call.__doc__ = original.__doc__
+    return call
 
 
 INTERVENTIONS = (

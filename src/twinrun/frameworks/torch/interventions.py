@@ -84,7 +84,89 @@ def _rebind(sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any
     return (), merged
 
 
+_TORCH_FIX = ("Seed {where}: draw from a generator seeded from twinrun's streams, e.g. "
+              "`torch.Generator().manual_seed(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`{tail}")
+_INIT = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+         "xavier_normal_", "orthogonal_", "sparse_")
+_DRAWS = {"rand": "content", "randn": "content", "randint": "content", "normal": "content", "bernoulli": "content",
+          "multinomial": "content", "rand_like": "content", "randn_like": "content", "randint_like": "content",
+          "randperm": "order"}
+
+
+def _apply_torch(ctx: InterventionContext) -> None:
+    from .. import when_imported
+
+    when_imported("torch", lambda torch: _patch_torch(torch, ctx))
+
+
+def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
+    """``torch.Generator().seed()`` and ``torch.seed()`` take their seed from the stream instead of the OS;
+    torch's global RNG is seeded; draws from it that the program did not seed are reported."""
+    base = torch.Generator
+    if getattr(base, "_twinrun_patched", False):
+        return
+    # global: the program seeded torch's global RNG itself (its draws are its business from then on);
+    # drew: unseeded draws were reported before that
+    seeded = {"global": False, "drew": False}
+
+    def stream_seed(label: str) -> int:
+        return int(ctx.sequence(label).generate_state(1, "uint64")[0] >> 1)
+
+    class _Meta(type(base)):  # type: ignore[misc]
+        # torch.default_generator and generators made before the patch are still torch.Generators
+        def __instancecheck__(cls, obj: object) -> bool:
+            return isinstance(obj, base)
+
+    class Generator(base, metaclass=_Meta):  # type: ignore[misc, valid-type]
+        _twinrun_patched = True
+
+        def seed(self) -> int:
+            ctx.draw("seed-torch", "torch.Generator.seed", "seed")
+            value = stream_seed("torch.Generator.seed")
+            self.manual_seed(value)
+            return value
+
+    Generator.__module__, Generator.__qualname__, Generator.__doc__ = "torch", "Generator", base.__doc__
+    real_manual_seed = torch.manual_seed
+
+    def seed() -> int:
+        ctx.draw("seed-torch", "torch.seed", "seed")
+        value = stream_seed("torch.seed")
+        real_manual_seed(value)
+        return value
+
+    def manual_seed(value: Any) -> Any:
+        if seeded["drew"] and not seeded["global"]:   # a seed that comes after the draws it was meant for
+            ctx.draw("seed-torch", "torch.manual_seed", "late-seed")
+        seeded["global"] = True
+        return real_manual_seed(value)
+
+    def watch(fn: Callable[..., Any], api: str, kind: str) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("generator") is None and not seeded["global"]:
+                seeded["drew"] = True
+                ctx.draw("seed-torch", api, kind)
+            return fn(*args, **kwargs)
+        return call
+
+    setattr(torch, "Generator", Generator)   # noqa: B010 - ModuleType has no such attributes for mypy
+    setattr(torch, "seed", seed)             # noqa: B010
+    setattr(torch, "manual_seed", manual_seed)   # noqa: B010
+    real_manual_seed(int(ctx.fixed_sequence("torch-global").generate_state(1, "uint64")[0] >> 1))
+    for name, kind in _DRAWS.items():
+        if hasattr(torch, name):
+            setattr(torch, name, watch(getattr(torch, name), f"torch.{name}", kind))
+    import torch.nn.init as init
+
+    for name in _INIT:
+        if hasattr(init, name):
+            setattr(init, name, watch(getattr(init, name), f"torch.nn.init.{name}", "init"))
+
+
 INTERVENTIONS = (
+    Intervention("seed-torch", "torch.Generator().seed() / torch.seed() take a seed from twinrun's data stream, "
+                 "torch's global RNG is seeded, and unseeded draws are reported", "content", _apply_torch, _TORCH_FIX),
     Intervention("seed-loaders", "DataLoaders and random samplers without a generator get a seeded one (and a "
                  "worker_init_fn)", "order", _apply, _FIX, priority=1),
 )
