@@ -7,9 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from twinrun.comparison import diff
-from twinrun.trace import SCHEMA_VERSION, Trace, TraceWriter, digest, stats
+from twinrun.recording import Recorder, record
+from twinrun.trace import SCHEMA_VERSION, Trace, TraceWriter, batch, digest, stats
 
 V1_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,3 +82,154 @@ def test_schema_2_keeps_a_steps_values_in_one_blob_and_summarises_each_step(tmp_
     again = tmp_path / "again.trace"
     write_v2(again, VALUES, steps=3)
     assert Trace.open(again).step_summaries() == summaries      # the same events: the same summaries
+
+
+# --- the Recorder's batched small events ---------------------------------------------------------------
+
+def test_recorder_batches_small_float32_events_exactly_like_the_writer(tmp_path):
+    # The Recorder digests small float32 tensors at end_step, all at once; the events must be those
+    # TraceWriter.add writes one at a time: same digests, same stats bit for bit, same values.
+    r = np.random.default_rng(0)
+    xs = [r.standard_normal(n).astype(np.float32) for n in (1, 7, 512, 4096)]
+    xs.append(np.array([1.0, np.inf, -np.inf, np.nan], np.float32))  # non-finite: the general path
+    xs.append(np.asfortranarray(r.standard_normal((8, 6)).astype(np.float32)))  # not C-contiguous
+    xs.append(np.arange(5000, dtype=np.float32))  # big: digested at the call
+    rec = Recorder(TraceWriter(tmp_path / "r.trace", {}))
+    for i, x in enumerate(xs):
+        rec.event("forward", f"x{i}", x)
+    rec.end_step()
+    rec.close()
+    with TraceWriter(tmp_path / "w.trace", {}) as w:
+        for i, x in enumerate(xs):
+            w.add(0, "forward", f"x{i}", x)
+        w.commit_step(0)
+    ta, tb = Trace.open(tmp_path / "r.trace"), Trace.open(tmp_path / "w.trace")
+    assert len(ta.events(0)) == len(xs)
+    for a, b, x in zip(ta.events(0), tb.events(0), xs):
+        assert a.digest == b.digest == digest(x)
+        got, want = (a.l2, a.mean, a.maxabs, a.nonfinite), (b.l2, b.mean, b.maxabs, b.nonfinite)
+        assert got == pytest.approx(want, rel=0, abs=0, nan_ok=True)
+        assert want == pytest.approx(stats(x), rel=0, abs=0, nan_ok=True)
+        np.testing.assert_array_equal(ta.value(a), x)
+    assert ta.step_summaries() == tb.step_summaries()
+    with sqlite3.connect(tmp_path / "r.trace") as db:   # the small ones: one packed row
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM packed").fetchone()[0] == 1
+
+
+def test_a_tensor_changed_after_its_event_keeps_the_value_it_had(tmp_path):
+    x = np.zeros(16, np.float32)
+    rec = Recorder(TraceWriter(tmp_path / "c.trace", {}))
+    rec.event("forward", "x", x)
+    x += 1  # in place, before end_step digests the step
+    rec.event("forward", "x", x)
+    rec.end_step()
+    rec.close()
+    t = Trace.open(tmp_path / "c.trace")
+    e0, e1 = t.events(0)
+    assert e0.digest == digest(np.zeros(16, np.float32)) and e1.digest == digest(np.ones(16, np.float32))
+    np.testing.assert_array_equal(t.value(e0), np.zeros(16, np.float32))
+    assert e1.name == "x#1"
+
+
+def test_value_budget_holds_for_batched_events(tmp_path):
+    rec = Recorder(TraceWriter(tmp_path / "b.trace", {}, value_budget=4 * 250))
+    for _ in range(4):
+        rec.event("param", "w", np.ones(100, np.float32))  # 400 bytes each
+        rec.end_step()
+    rec.close()
+    assert [e.has_value for e in Trace.open(tmp_path / "b.trace").events()] == [True, True, False, False]
+
+
+def rnn(path, *, nudge_at=None, against=None, steps=3, calls=50):
+    """An RNN cell called ``calls`` times per step; ``nudge_at=(step, call)`` moves one value 1 ULP."""
+    r = np.random.default_rng(1)
+    h = r.standard_normal((4, 8)).astype(np.float32)
+    with record(path, against=against) as rec:
+        for s in range(steps):
+            rec.event("input", "x", h, per_sample=True)
+            for c in range(calls):
+                h = np.tanh(h * np.float32(0.9) + np.float32(0.1)).astype(np.float32)
+                if (s, c) == nudge_at:
+                    h = h.copy()
+                    h[1, 2] = np.nextafter(h[1, 2], np.float32(np.inf))
+                rec.event("forward", "cell", h)
+            rec.event("loss", "loss", np.float32(h.sum()))
+            rec.end_step()
+    return path
+
+
+def test_small_events_are_one_row_per_step_yet_named_down_to_the_call(tmp_path):
+    a = rnn(tmp_path / "a.trace")
+    b = rnn(tmp_path / "b.trace", nudge_at=(2, 37))
+    with sqlite3.connect(a) as db:
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3  # x (per-sample digests): a row each
+        assert db.execute("SELECT COUNT(*) FROM packed").fetchone()[0] == 3  # cell, cell#1..#49: one per step
+    t = Trace.open(a)
+    names = [e.name for e in t.events(1)]
+    assert names == ["x", "cell", *[f"cell#{k}" for k in range(1, 50)], "loss"]
+    assert [e.index for e in t.events(1)] == list(range(52))
+    assert t.event_counts()[1] == {"input": 1, "forward": 50, "loss": 1}
+    e = t.events(1)[38]
+    assert e.name == "cell#37" and e.has_value and t.value(e).shape == (4, 8)
+    assert e.digest == digest(t.value(e)) and e.l2 == pytest.approx(float(np.linalg.norm(t.value(e).astype(float))))
+    d = diff(a, b).first_divergence
+    assert d is not None and (d.step, d.phase, d.name) == (2, "forward", "cell#37")
+    assert d.differing == 1 and d.max_ulp == 1
+
+
+def test_live_comparison_names_the_repeated_call(tmp_path):
+    ref = rnn(tmp_path / "ref.trace")
+    live = rnn(tmp_path / "live.trace", nudge_at=(1, 12), against=ref)
+    t = Trace.open(live)
+    d = t.meta("divergence")
+    assert (d["step"], d["name"], d["max_ulp"]) == (1, "cell#12", 1)
+    assert t.status == "diverged" and t.steps() == [0, 1]
+
+
+def test_many_small_events_in_one_step_are_reduced_in_bounded_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "BATCH", 1000)  # blocks of ~1000 elements: many blocks, uneven edges
+    r = np.random.default_rng(3)
+    xs = [r.standard_normal(int(n)).astype(np.float32) for n in r.integers(1, 900, 300)]
+    rec = Recorder(TraceWriter(tmp_path / "m.trace", {}))
+    for i, x in enumerate(xs):
+        rec.event("forward", f"m{i}", x)
+    rec.end_step()
+    rec.close()
+    assert rec._batch._scratch.size <= 2 * 1900
+    events = Trace.open(tmp_path / "m.trace").events(0)
+    assert len(events) == len(xs)
+    for e, x in zip(events, xs):
+        assert e.digest == digest(x) and (e.l2, e.mean, e.maxabs, e.nonfinite) == stats(x)
+
+
+def test_a_step_of_many_small_tensors_is_handed_to_the_writer_in_parts(tmp_path, monkeypatch):
+    r = np.random.default_rng(4)
+    xs = [r.standard_normal(512).astype(np.float32) for _ in range(40)]
+
+    def recorded(path):
+        rec = Recorder(TraceWriter(path, {}, value_budget=20 * 2048))  # values of the first 20 only
+        for s in range(2):
+            first = None
+            for i, x in enumerate(xs):
+                ev = rec.event("forward", "cell", x + s)
+                if i == 0:
+                    first = ev
+            rec.event("forward", "again", xs[0] + s, same_as=first)  # its bytes may be gone by now
+            rec.event("forward", "big", np.arange(10_000, dtype=np.float32) + s)  # finished at once
+            rec.end_step()
+        rec.close()
+        return Trace.open(path)
+
+    whole = recorded(tmp_path / "whole.trace")
+    monkeypatch.setattr(batch, "ARENA_LIMIT", 5 * 2048)  # a part every five events
+    parts = recorded(tmp_path / "parts.trace")
+    assert parts.step_summaries() == whole.step_summaries()
+    assert len(parts.events()) == len(whole.events()) == 2 * 42
+    for a, b in zip(parts.events(), whole.events()):
+        assert (a.name, a.index, a.digest, a.has_value) == (b.name, b.index, b.digest, b.has_value)
+        assert (a.l2, a.mean, a.maxabs, a.nonfinite) == (b.l2, b.mean, b.maxabs, b.nonfinite)
+        if a.has_value:
+            np.testing.assert_array_equal(parts.value(a), whole.value(b))
+    again = next(e for e in parts.events(1) if e.name == "again")
+    assert again.digest == digest(xs[0] + 1)

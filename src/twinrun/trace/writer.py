@@ -21,6 +21,7 @@ import numpy as np
 
 from .._errors import UsageError
 from .._format import to_jsonable
+from .batch import Pending
 from .digest import STORAGE, contiguous, digest_and_stats, dtype_name, sample_digests
 from .events import PHASES, STATUSES, Event
 from .schema import (
@@ -166,6 +167,74 @@ class TraceWriter:
         elif step != self._open_step:
             raise UsageError(f"trace {self.path}: event for step {step} while step {self._open_step} "
                              "is not committed; call commit_step first")
+
+    def append_step(self, step: int, pending: list[Pending], arena: bytearray, *, want_events: bool,
+                    adopt: bool = True) -> list[Event]:
+        """Add the finished events of a ``StepBatch`` (``take()``) to the open ``step``, in program order.
+        Returns their Events when ``want_events`` (a live comparison needs them), else [].
+
+        The small float32 events go into the step's packed row, the others into rows. With ``adopt``,
+        the arena becomes the step's value blob as it is when every small value is kept and nothing
+        else of the step is (the usual case: no copy). Only then: a bytearray must not grow once views
+        of it were handed out, and one of them may live on until the garbage collector runs.
+        """
+        with self._lock:
+            self._open(step)
+            n_arena = sum(4 * e.size for e in pending if e.offset >= 0 and e.source is None)
+            budget_left = self.value_budget - self.value_bytes
+            threshold = self.value_threshold
+            in_place = False
+            if adopt and n_arena and not self._values and n_arena <= budget_left and all(
+                    e.size <= threshold if e.offset >= 0 else e.value is None for e in pending):
+                self._values = arena
+                self.value_bytes += n_arena
+                budget_left -= n_arena
+                in_place = True
+            values = self._values
+            index = self._next_index.get(step, 0)
+            rows, summary = self._rows, self._summary
+            packed = self._packed
+            if packed is None:
+                packed = self._packed = Packer()
+            events = []
+            for e in pending:
+                digest = e.digest
+                assert digest is not None
+                l2, mean, maxabs, nonfinite = e.stats
+                off: int | None = None
+                if e.offset >= 0:
+                    src = e.source
+                    if in_place:
+                        off = e.offset
+                    elif e.size <= threshold and 4 * e.size <= budget_left:   # as if it were stored again
+                        if src is not None and src.value is not None:
+                            off = src.value
+                        else:
+                            off = len(values)
+                            values += memoryview(arena)[e.offset:e.offset + 4 * e.size]
+                            budget_left -= 4 * e.size
+                            self.value_bytes += 4 * e.size
+                    e.value = off
+                elif e.value is not None:
+                    if len(e.value) <= budget_left:
+                        off = len(values)
+                        values += e.value
+                        budget_left -= len(e.value)
+                        self.value_bytes += len(e.value)
+                    e.value = off
+                shape_text = shape_json(e.shape)
+                summary.append(summary_part(e.phase, e.name, e.dtype, shape_text, digest))
+                if e.offset >= 0:   # a small float32 tensor: into the step's packed row
+                    packed.add(index, e.phase, e.name, shape_text, digest, l2, mean, maxabs, nonfinite, off)
+                else:
+                    rows.append((step, index, e.phase, e.name, e.dtype, shape_text, digest, sql_float(l2),
+                                 sql_float(mean), sql_float(maxabs), nonfinite, off, e.samples))
+                if want_events:
+                    events.append(Event(step, index, e.phase, e.name, e.dtype, tuple(e.shape), digest, l2, mean,
+                                        maxabs, nonfinite, off is not None, split_digests(e.samples)))
+                index += 1
+            self._next_index[step] = index
+        return events
 
     def commit_step(self, step: int) -> None:
         """Commit ``step``: from now on it survives a crash of this process."""
