@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_compare import train
 from twinrun.comparison import diff
 from twinrun.recording import Recorder, record
 from twinrun.trace import SCHEMA_VERSION, Trace, TraceWriter, batch, digest, stats
@@ -233,3 +234,58 @@ def test_a_step_of_many_small_tensors_is_handed_to_the_writer_in_parts(tmp_path,
             np.testing.assert_array_equal(parts.value(a), whole.value(b))
     again = next(e for e in parts.events(1) if e.name == "again")
     assert again.digest == digest(xs[0] + 1)
+
+
+# --- diff skips the leading identical steps ------------------------------------------------------------
+
+def as_v1(path: Path) -> Path:
+    """The same trace rewritten as schema 1 (no summaries: diff reads every step of it)."""
+    t = Trace.open(path)
+    out = path.with_suffix(".v1.trace")
+    db = sqlite3.connect(out)
+    db.executescript(V1_SCHEMA)
+    with sqlite3.connect(path) as src:
+        rows = src.execute("SELECT key, value FROM meta").fetchall()
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, "1" if k == "schema_version" else v) for k, v in rows])
+    for step in t.steps():
+        events = t.events(step)
+        for e in events:
+            value = t.value(e)
+            samples = None if e.sample_digests is None else b"".join(bytes.fromhex(h) for h in e.sample_digests)
+            db.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (step, e.index, e.phase, e.name, e.dtype, json.dumps(list(e.shape)), e.digest,
+                        *(None if np.isnan(x) else x for x in (e.l2, e.mean, e.maxabs)), e.nonfinite,
+                        None if value is None else value.tobytes(), samples))
+        db.execute("INSERT INTO steps VALUES (?, ?, 0)", (step, len(events)))
+    db.commit()
+    db.close()
+    return out
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"grad_noise_at": 3, "ulps": 3, "n_changed": 2876}, {"permute_at": 2}, {"change_sample_at": 1},
+    {"names": ("conv1", "fc")}, {"max_steps": 3}, {"capture": ("param",)}, {"grad_noise_at": 1, "value_threshold": 0},
+])
+def test_skipping_identical_steps_gives_what_reading_every_step_gives(tmp_path, kwargs):
+    a = train(tmp_path / "a.trace")
+    b = train(tmp_path / "b.trace", **kwargs)
+    a1, b1 = as_v1(a), as_v1(b)
+    assert Trace.open(a1).step_summaries() is None and Trace.open(a).step_summaries() is not None
+    got, want = diff(a, b).to_dict(), diff(a1, b1).to_dict()
+    for d in (got, want):
+        d.pop("a"), d.pop("b")
+    assert got == want
+
+
+def test_diff_reads_no_event_of_the_identical_steps_before_the_divergence(tmp_path):
+    a = train(tmp_path / "a.trace")
+    b = train(tmp_path / "b.trace", grad_noise_at=3)
+    ta, tb = Trace.open(a), Trace.open(b)
+    read: list[int | None] = []
+    for t in (ta, tb):
+        events = t.events
+        t.events = lambda step=None, events=events: read.append(step) or events(step)  # type: ignore[method-assign]
+    c = diff(ta, tb)
+    assert c.first_divergence is not None and c.first_divergence.step == 3
+    assert c.first_divergence.before_checked == ["init", "input", "forward", "loss", "grad", "param"]
+    assert min(s for s in read if s is not None) == 3 and c.events_compared == 2 + 6 * 8
