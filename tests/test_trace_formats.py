@@ -142,6 +142,20 @@ def test_value_budget_holds_for_batched_events(tmp_path):
     assert [e.has_value for e in Trace.open(tmp_path / "b.trace").events()] == [True, True, False, False]
 
 
+def test_a_big_value_is_not_copied_once_the_budget_is_spent(tmp_path):
+    rec = Recorder(TraceWriter(tmp_path / "big.trace", {}, value_budget=100_000))
+    handles = []
+    for s in range(3):
+        handles.append(rec.event("param", "w", np.full(10_000, s, np.float32)))   # 40 kB, digested at the call
+        copied = handles[-1].value is not None
+        rec.end_step()
+        assert copied == (s < 2)
+    rec.close()
+    t = Trace.open(tmp_path / "big.trace")
+    assert [e.has_value for e in t.events()] == [True, True, False]
+    np.testing.assert_array_equal(t.value(t.events(1)[0]), np.full(10_000, 1, np.float32))
+
+
 def rnn(path, *, nudge_at=None, against=None, steps=3, calls=50):
     """An RNN cell called ``calls`` times per step; ``nudge_at=(step, call)`` moves one value 1 ULP."""
     r = np.random.default_rng(1)

@@ -147,7 +147,8 @@ class Recorder:
             n = self._calls.get(key, 0)
             self._calls[key] = n + 1
             ev = self._batch.add(phase, name if n == 0 else f"{name}#{n}", array, dtype, per_sample=per_sample,
-                                 same_as=same_as, step=self.step, keep_up_to=self.writer.value_threshold)
+                                 same_as=same_as, step=self.step, keep_up_to=self.writer.value_threshold,
+                                 budget_left=self.writer.value_budget - self.writer.value_bytes)
             self._open_events += 1
             if self._batch.full:
                 self._hand_over(adopt=False)

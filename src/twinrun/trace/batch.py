@@ -10,7 +10,7 @@ turns a finished batch into rows.
 >>> import numpy as np
 >>> b = StepBatch()
 >>> e = b.add("forward", "cell", np.ones(4, np.float32), "float32", per_sample=False, same_as=None,
-...           step=0, keep_up_to=65_536)
+...           step=0, keep_up_to=65_536, budget_left=1 << 20)
 >>> e.digest is None, len(b.take()[0]), e.l2
 (True, 1, 2.0)
 """
@@ -85,10 +85,10 @@ class StepBatch:
         return len(self.arena) >= ARENA_LIMIT
 
     def add(self, phase: str, name: str, array: np.ndarray, dtype: str, *, per_sample: bool, same_as: Any,
-            step: int, keep_up_to: int) -> Pending:
+            step: int, keep_up_to: int, budget_left: int) -> Pending:
         """Add one event of ``step``: a small float32 tensor is copied, any other digested now (its
-        value copied when it has at most ``keep_up_to`` elements: the writer decides at the end of the
-        step whether the budget keeps it)."""
+        value copied when it has at most ``keep_up_to`` elements and ``budget_left`` bytes would hold
+        it: the writer decides at the end of the step whether the budget keeps it)."""
         if (type(array) is np.ndarray and array.dtype == _F32 and dtype == "float32" and 0 < array.size <= SMALL
                 and not per_sample):
             src = same_as if (type(same_as) is Pending and same_as.offset >= 0 and same_as.step == step
@@ -102,12 +102,12 @@ class StepBatch:
                 ev = Pending(phase, name, "float32", array.shape, len(self.arena), array.size, step)
                 self.arena += array.data
         else:
-            ev = self._now(phase, name, array, dtype, per_sample, same_as, step, keep_up_to)
+            ev = self._now(phase, name, array, dtype, per_sample, same_as, step, keep_up_to, budget_left)
         self.pending.append(ev)
         return ev
 
     def _now(self, phase: str, name: str, array: np.ndarray, dtype: str, per_sample: bool, same_as: Any,
-             step: int, keep_up_to: int) -> Pending:
+             step: int, keep_up_to: int, budget_left: int) -> Pending:
         """An event finished at once (big, another dtype, per-sample): read while it is as it is."""
         array = contiguous(np.asarray(array))
         shape = tuple(int(s) for s in array.shape)
@@ -121,7 +121,8 @@ class StepBatch:
         if per_sample and array.ndim >= 1:
             ev.samples = sample_digests(array, dtype)
         storage = STORAGE.get(dtype)
-        if storage is not None and array.size <= keep_up_to and array.dtype.itemsize == np.dtype(storage).itemsize:
+        if (storage is not None and array.size <= keep_up_to and array.nbytes <= budget_left
+                and array.dtype.itemsize == np.dtype(storage).itemsize):
             ev.value = array.tobytes()  # a copy: the tensor may change before the step ends
         return ev
 
