@@ -147,10 +147,7 @@ class StepBatch:
         elements (the float64 scratch stays bounded however many a step has)."""
         x32 = np.frombuffer(arena, np.float32)
         starts = np.fromiter((e.offset >> 2 for e in small), np.intp, len(small))
-        ss: list[float] = []
-        total: list[float] = []
-        hi: list[float] = []
-        lo: list[float] = []
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         k = 0
         while k < len(small):
             first = int(starts[k])
@@ -160,22 +157,27 @@ class StepBatch:
             if self._scratch.size < 2 * block.size:
                 self._scratch = np.empty(2 * block.size)
             with np.errstate(over="ignore", invalid="ignore"):
-                sums = segment_sums(block, starts[k:j] - first, self._scratch)
-            for acc, got in zip((ss, total, hi, lo), sums):
-                acc += got.tolist()
+                parts.append(segment_sums(block, starts[k:j] - first, self._scratch))
             k = j
-        prefixes: dict[tuple[int, ...], bytes] = {}
+        ss, total, hi, lo = (np.concatenate(p) if len(parts) > 1 else p[0] for p in zip(*parts))
+        # What digest._finish does for one tensor, for all of them at once (the same IEEE operations:
+        # correctly rounded sqrt and division, max of exact values, so the same bits).
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = (np.isfinite(ss) & np.isfinite(total)).tolist()
+            sizes = np.fromiter((e.size for e in small), np.float64, len(small))
+            l2, mean, maxabs = np.sqrt(ss).tolist(), (total / sizes).tolist(), np.maximum(hi, -lo).tolist()
+        prefixes: dict[tuple[int, ...], Any] = {}
         with memoryview(arena) as mv:
             for k, e in enumerate(small):
-                a, b = e.offset, e.offset + 4 * e.size
-                prefix = prefixes.get(e.shape)
-                if prefix is None:
-                    prefix = prefixes[e.shape] = digest_prefix("float32", e.shape)
-                h = xxhash.xxh3_128(prefix)
-                h.update(mv[a:b])
+                a = e.offset
+                base = prefixes.get(e.shape)
+                if base is None:
+                    base = prefixes[e.shape] = xxhash.xxh3_128(digest_prefix("float32", e.shape))
+                h = base.copy()
+                h.update(mv[a:a + 4 * e.size])
                 e.digest = h.hexdigest()
-                if math.isfinite(ss[k]) and math.isfinite(total[k]):
-                    e.stats = (math.sqrt(ss[k]), total[k] / e.size, max(hi[k], -lo[k]), 0)
+                if finite[k]:
+                    e.stats = (l2[k], mean[k], maxabs[k], 0)
                 else:   # a non-finite value: the general path counts them
-                    e.stats = stats(x32[a >> 2:b >> 2], "float32")
+                    e.stats = stats(x32[a >> 2:(a >> 2) + e.size], "float32")
         del x32, block   # views of the arena: it may grow into the step's value blob
