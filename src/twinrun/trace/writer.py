@@ -87,6 +87,10 @@ class TraceWriter:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise UsageError(f"cannot write trace {self.path}: {e}") from None
+        # 64 KiB pages: a step's kept values are one blob of up to megabytes, and every page of it is
+        # a frame of the log (with its header and checksum) and then a copy at the checkpoint;
+        # 4 KiB pages cost twice the CPU per byte written (issue 16, benchmarks/README.md).
+        self._db.execute("PRAGMA page_size=65536")
         # WAL: a commit appends to the log; a SIGKILL after it loses nothing (the OS holds the
         # bytes). close() folds the log back so a finished trace is a single file.
         self._db.execute("PRAGMA journal_mode=WAL")
