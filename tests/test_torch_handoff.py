@@ -27,6 +27,8 @@ def test_a_cpu_tensor_of_a_numpy_dtype_is_handed_over_as_a_view_of_its_memory():
     assert isinstance(numpy_view(torch.ones(3, dtype=torch.bfloat16)), torch.Tensor)
     z = torch.ones(3, dtype=torch.complex64).conj()
     assert numpy_view(z) is z
+    tt = t.t()   # not contiguous: a strided view, the same values
+    assert numpy_view(tt).tolist() == tt.tolist()
 
 
 def test_a_model_recorded_through_views_has_the_digests_of_its_tensors(tmp_path):
