@@ -230,4 +230,4 @@ def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
     assert NAMES == ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
-                     "one-cpu")
+                     "one-cpu", "ddp-small-buckets")

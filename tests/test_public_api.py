@@ -9,10 +9,10 @@ import sys
 import twinrun
 
 EXPECTED = [
-    "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
-    "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
-    "__version__", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "record", "seed_everything",
-    "step",
+    "BadLockError", "BadResultsError", "BadTraceError", "Comparison", "DeterminismReport", "FrameworkMissingError",
+    "ProbeReport", "ScriptFailedError", "Seeds", "StructuralMismatchError", "Trace", "TwinrunError", "UsageError",
+    "__version__", "batch_invariant", "compare", "compare_sweeps", "deterministic", "diff", "log_metric", "numerics",
+    "probe", "record", "replicas", "seed_everything", "step",
 ]
 
 
@@ -48,3 +48,23 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "no_such_thing" in str(e)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_probe_numerics_and_batch_invariant_are_what_they_say():
+    # twinrun.probe is the function even after its package (twinrun.probes) is imported by the CLI,
+    # and twinrun.numerics the module; neither imports a framework, batch_invariant imports torch.
+    code = (
+        "import sys, twinrun, twinrun.cli\n"
+        "import twinrun.probes.session\n"
+        "assert callable(twinrun.probe) and twinrun.probe.__module__ == 'twinrun.probes.api'\n"
+        "assert twinrun.ProbeReport.__name__ == 'ProbeReport'\n"
+        "import numpy as np\n"
+        "assert float(twinrun.numerics.repro_sum(np.array([1e16, 1.0, -1e16]))) == 1.0\n"
+        "assert {'repro_sum', 'repro_mean', 'repro_dot'} <= set(twinrun.numerics.__all__)\n"
+        "print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])\n"
+        "twinrun.batch_invariant\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True"]

@@ -14,6 +14,7 @@ import importlib
 from typing import Any
 
 from ._errors import (
+    BadLockError,
     BadResultsError,
     BadTraceError,
     FrameworkMissingError,
@@ -36,17 +37,25 @@ _LAZY = {
     "step": "twinrun.recording",
     "Comparison": "twinrun.comparison",
     "diff": "twinrun.comparison",
+    "replicas": "twinrun.comparison.replicas",
     "compare_sweeps": "twinrun.sweep",
     "log_metric": "twinrun.metrics",
+    "probe": "twinrun.probes",
+    "ProbeReport": "twinrun.probes",
+    "batch_invariant": "twinrun.torch",   # PyTorch only: asking for it imports torch
     "compare": "twinrun._deprecated",   # renamed diff; goes in 0.3
 }
+# public submodules, loaded on first use: twinrun.numerics.repro_sum(...)
+_SUBMODULES = {"numerics"}
 
 __all__ = [
+    "BadLockError",
     "BadResultsError",
     "BadTraceError",
     "Comparison",
     "DeterminismReport",
     "FrameworkMissingError",
+    "ProbeReport",
     "ScriptFailedError",
     "Seeds",
     "StructuralMismatchError",
@@ -54,12 +63,16 @@ __all__ = [
     "TwinrunError",
     "UsageError",
     "__version__",
+    "batch_invariant",
     "compare",
     "compare_sweeps",
     "deterministic",
     "diff",
     "log_metric",
+    "numerics",
+    "probe",
     "record",
+    "replicas",
     "seed_everything",
     "step",
 ]
@@ -70,8 +83,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'twinrun' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -5,6 +5,7 @@
     ├── BadTraceError(TwinrunError, ValueError)    a file that is not a readable trace (CLI exit 2)
     ├── BadResultsError(TwinrunError, ValueError)  a sweep results file that is wrong  (CLI exit 2)
     ├── StructuralMismatchError(TwinrunError, ValueError)  two traces of different runs  (CLI exit 2)
+    ├── BadLockError(TwinrunError, ValueError)     a lock file that cannot be read      (CLI exit 2)
     ├── ScriptFailedError(TwinrunError, RuntimeError)  the user's script failed        (CLI exit 3)
     └── FrameworkMissingError(TwinrunError, ImportError)  a framework or extra is not installed (CLI exit 2)
 
@@ -18,6 +19,7 @@ __all__ = [
     "EXIT_DIFFERENT",
     "EXIT_OK",
     "EXIT_SCRIPT_FAILED",
+    "BadLockError",
     "BadResultsError",
     "BadTraceError",
     "FrameworkMissingError",
@@ -53,6 +55,10 @@ class BadResultsError(TwinrunError, ValueError):
 
 class StructuralMismatchError(TwinrunError, ValueError):
     """Two traces (or a trace and a live run) that record different models or runs."""
+
+
+class BadLockError(TwinrunError, ValueError):
+    """A lock file that cannot be read, or says something twinrun cannot compare."""
 
 
 class ScriptFailedError(TwinrunError, RuntimeError):

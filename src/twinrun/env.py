@@ -254,6 +254,13 @@ _RULES: list[tuple[str, str | None, str]] = [
     ("cpu.model", "possible", "the same instruction sets give the same kernels, but MKL and oneDNN also tune by "
                               "model"),
     ("gpu.*", "numerics", "another GPU or driver runs other kernels (cuBLAS, cuDNN heuristics, TF32)"),
+    ("lock.sha256", "possible", "the runs were installed from other lock files: the locked versions can differ "
+                                "(the packages rows say whether the installed ones do)"),
+    ("lock.format", "possible", "the runs were installed from locks of other formats (uv.lock, pylock.toml, "
+                                "requirements): the locked versions can differ"),
+    ("lock.*", "none", "where the lock lies and how it was found, not what it pins"),
+    ("lock", "possible", "a lock was found or given for one run only: the other's versions were pinned by nothing "
+                         "twinrun saw (twinrun env check --lock FILE compares an environment with a lock)"),
     ("packages.*", None, ""),  # ranked by _package_rank
     ("threadpools.*.filepath", "none", "where the library file lies, not what it computes"),
     ("threadpools.*.num_threads", "numerics", "BLAS and OpenMP split sums across threads; another count sums "

@@ -28,8 +28,8 @@ from ._errors import UsageError
 from .seeding import seed_value
 from .trace.events import PHASES, Phase
 
-__all__ = ["RecordOptions", "RunOptions", "add_record_arguments", "add_run_arguments", "add_script_argument",
-           "check_script", "parse_capture", "positive_int", "seed_value"]
+__all__ = ["RecordOptions", "RunOptions", "add_nproc_argument", "add_record_arguments", "add_run_arguments",
+           "add_script_argument", "check_lock", "check_script", "parse_capture", "positive_int", "seed_value"]
 
 
 # --- single values ---------------------------------------------------------------------------------
@@ -70,6 +70,16 @@ def parse_capture(capture: str | Iterable[str] | None) -> tuple[Phase, ...]:
     if bad:
         raise UsageError(f"unknown phase {bad[0]!r} in capture (--capture); choose from {', '.join(PHASES)} or 'all'")
     return tuple(p for p in PHASES if p in items)
+
+
+def check_lock(lock: str | os.PathLike[str]) -> Path:
+    """The lock file's absolute path, or a one-line :class:`UsageError` when there is no such file."""
+    p = Path(lock)
+    if not p.is_file():
+        what = "is a folder" if p.is_dir() else "does not exist"
+        raise UsageError(f"lock (--lock) {str(lock)!r} {what}; give a uv.lock, pylock.toml or requirements.txt "
+                         "(write one with: twinrun env freeze -o requirements.lock.txt)")
+    return p.resolve()
 
 
 def check_script(script: str | os.PathLike[str]) -> Path:
@@ -130,6 +140,8 @@ class RunOptions:
     deterministic: bool = False                   # twinrun.deterministic() before the script
     threads: int | None = None                    # twinrun.deterministic(threads=N) before the script
     interventions: tuple[str, ...] = ()           # twinrun.interventions applied before the script
+    nproc: int | None = None                      # launch N ranks through torch.distributed (--nproc)
+    lock: str | None = None                       # the environment lock whose sha256 the trace header carries
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "script", str(check_script(self.script)))
@@ -140,6 +152,9 @@ class RunOptions:
             object.__setattr__(self, "seed", seed_value(self.seed))
         object.__setattr__(self, "threads", positive_int("threads", self.threads))
         object.__setattr__(self, "interventions", _intervention_names(self.interventions))
+        object.__setattr__(self, "nproc", positive_int("nproc", self.nproc))
+        if self.lock is not None:
+            object.__setattr__(self, "lock", str(check_lock(self.lock)))
 
     @classmethod
     def create(cls, script: str | os.PathLike[str], args: Sequence[Any] = (), *,
@@ -147,14 +162,16 @@ class RunOptions:
                every: int | str = 1, max_steps: int | str | None = None,
                against: str | os.PathLike[str] | None = None, keep_going: bool = False,
                seed: int | str | None = None, deterministic: bool = False, threads: int | str | None = None,
-               interventions: str | Iterable[str] = ()) -> RunOptions:
+               interventions: str | Iterable[str] = (), nproc: int | str | None = None,
+               lock: str | os.PathLike[str] | None = None) -> RunOptions:
         """Options from Python values or command-line text, validated (one-line ``UsageError``)."""
         rec = RecordOptions.create(capture=capture, every=every, max_steps=max_steps, against=against,
                                    keep_going=keep_going)
         names = interventions.split(",") if isinstance(interventions, str) else list(interventions)
         return cls(str(script), tuple(map(str, args)), None if output is None else str(output), rec,
                    None if seed is None else seed_value(seed), bool(deterministic),
-                   positive_int("threads", threads), tuple(names))
+                   positive_int("threads", threads), tuple(names), positive_int("nproc", nproc),
+                   None if lock is None else str(lock))
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with some fields changed (``record`` fields by name too: ``max_steps=3``)."""
@@ -188,6 +205,10 @@ class RunOptions:
             argv.append("--keep-going")
         if self.interventions:
             argv += ["--intervene", ",".join(self.interventions)]
+        if self.nproc is not None:
+            argv += ["--nproc", str(self.nproc)]
+        if self.lock is not None:
+            argv += ["--lock", self.lock]
         return [*argv, self.script, "--", *self.args]
 
     @classmethod
@@ -205,14 +226,16 @@ class RunOptions:
         values: dict[str, Any] = dict(
             output=getattr(ns, "output", None), capture=ns.capture, every=ns.every, max_steps=ns.max_steps,
             against=ns.against, keep_going=ns.keep_going, seed=ns.seed, deterministic=ns.deterministic,
-            threads=ns.threads, interventions=ns.intervene or ())
+            threads=ns.threads, interventions=ns.intervene or (), nproc=getattr(ns, "nproc", None),
+            lock=getattr(ns, "lock", None))
         values.update(overrides)
         return cls.create(ns.script, ns.script_args, **values)
 
     def to_dict(self) -> dict[str, Any]:
         return {"script": self.script, "args": list(self.args), "output": self.output,
                 "record": self.record.to_dict(), "seed": self.seed, "deterministic": self.deterministic,
-                "threads": self.threads, "interventions": list(self.interventions)}
+                "threads": self.threads, "interventions": list(self.interventions), "nproc": self.nproc,
+                "lock": self.lock}
 
 
 def _intervention_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -252,6 +275,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="call twinrun.deterministic(threads=N) before the script")
     g.add_argument("--intervene", metavar="NAMES", default=None,
                    help="apply these twinrun.interventions (comma list) before the script")
+    g.add_argument("--lock", metavar="FILE", default=None,
+                   help="the environment lock the run was installed from (its sha256 goes into the trace header; "
+                        "default: uv.lock, pylock.toml or requirements*.txt found next to the script)")
+    add_nproc_argument(parser)
+
+
+def add_nproc_argument(parser: argparse.ArgumentParser) -> None:
+    """``--nproc N``: run the script as N ranks through torch.distributed, one trace per rank."""
+    parser.add_argument("--nproc", metavar="N", default=None,
+                        help="launch N ranks through torch.distributed (as torchrun --nproc-per-node N): one trace "
+                             "per rank, out.rank<R>.trace")
 
 
 def add_script_argument(parser: argparse.ArgumentParser, help: str = "the Python script to run") -> None:

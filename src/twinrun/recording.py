@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _active
+from . import _active, ranks
 from ._errors import UsageError
 from ._format import to_jsonable
 from .comparison import Divergence, Structural, captured_phases, first_divergence
@@ -110,6 +110,9 @@ class Recorder:
         self.notes: list[str] = []
         self.dropped = 0                      # events past MAX_OPEN_EVENTS in one step
         self._lock = threading.RLock()
+        rank = ranks.current()
+        # Under a multi-process launcher: the header's rank, completed with the backend once known.
+        self.distributed: dict[str, Any] | None = None if rank is None else rank.to_dict()
         writer.set_meta("recorder", options.to_dict())
         _active.push_recorder(self)
 
@@ -208,6 +211,8 @@ class Recorder:
                 return
             for listener in self._step_listeners:
                 listener()   # what the step still owes (the parameters of an update made by hand)
+            if self.distributed is not None and self.distributed.get("backend") is None:
+                self._learn_backend()
             step = self.step
             self._calls, self._open_events = {}, 0
             if self.recording:
@@ -229,6 +234,21 @@ class Recorder:
                 if self.writer.status == Status.RUNNING:
                     self.writer.set_status(Status.STOPPED)
                 raise StopRun("max-steps", f"stopped after {self.step} steps (max_steps)")
+
+    def _learn_backend(self) -> None:
+        """The process group's backend, known only once the script has started the group (before its
+        first step, in any DDP program): stored with the step as the trace meta ``distributed``."""
+        from . import frameworks
+
+        group = frameworks.process_group()
+        if group is None or self.distributed is None:
+            return
+        self.distributed = {**self.distributed, "backend": group["backend"]}
+        if (group["rank"], group["world_size"]) != (self.distributed["rank"], self.distributed["world_size"]):
+            self.note(f"the process group says rank {group['rank']} of {group['world_size']}, the launcher's "
+                      f"variables rank {self.distributed['rank']} of {self.distributed['world_size']}: the trace "
+                      "is named by the launcher's")
+        self.writer.set_meta("distributed", self.distributed)
 
     def divergence_record(self) -> dict[str, Any] | None:
         """The live first divergence as plain data: ``{"kind": "numeric" | "structural", ...}``."""
@@ -353,11 +373,18 @@ def _reference_and_options(options: RecordOptions | None,
     return reference, options
 
 
-def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The trace header: twinrun's version, the command, seeds, determinism settings, environment."""
-    from . import __version__, determinism, env
+def build_header(extra: dict[str, Any] | None = None, *, lock: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The trace header: twinrun's version, the command, seeds, determinism settings, environment (with
+    the sha256 of the environment's lock: ``lock``, else the one found next to the script), and under a
+    multi-process launcher the rank (``distributed``)."""
+    from . import __version__, determinism, env, ranks
+    from .lock import lock_fingerprint
 
     seeds = _active.current_seeds()
+    environment = env.capture()
+    script = (extra or {}).get("script")
+    found = lock_fingerprint(lock, script=script if isinstance(script, str) else None)
+    environment["lock"] = None if found is None else found.to_dict()
     header: dict[str, Any] = {
         "twinrun": __version__,
         "command": list(sys.argv),
@@ -366,8 +393,11 @@ def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seeds": None if seeds is None else to_jsonable(seeds.to_dict()),
         "determinism": to_jsonable(determinism.current_settings()),
-        "env": to_jsonable(env.capture()),
+        "env": to_jsonable(environment),
     }
+    rank = ranks.current()
+    if rank is not None:
+        header["distributed"] = rank.to_dict()
     if extra:
         header.update(to_jsonable(extra))
     return header
@@ -376,18 +406,21 @@ def build_header(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 @contextlib.contextmanager
 def record(path: str | os.PathLike[str], *, header: dict[str, Any] | None = None,
            value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
-           options: RecordOptions | None = None, **option_values: Any) -> Iterator[Recorder]:
+           options: RecordOptions | None = None, lock: str | os.PathLike[str] | None = None,
+           **option_values: Any) -> Iterator[Recorder]:
     """Record everything the program computes inside the block into the trace at ``path``.
 
     Hooks the frameworks already imported and those imported inside the block. ``max_steps`` and
     ``against`` end the block early and cleanly (``StopRun`` is caught here). The other options
-    are ``Recorder``'s. Yields the Recorder.
+    are ``Recorder``'s. ``lock``: the environment's lock file, whose sha256 the header carries (default:
+    the one found next to the script). Yields the Recorder.
 
     >>> with record("run.trace", max_steps=50):      # doctest: +SKIP
     ...     train()
     """
     reference, options = _reference_and_options(options, option_values)   # bad options: before the file
-    writer = TraceWriter(path, build_header(header), value_threshold=value_threshold, value_budget=value_budget)
+    writer = TraceWriter(path, build_header(header, lock=lock), value_threshold=value_threshold,
+                         value_budget=value_budget)
     try:
         recorder = Recorder(writer, options, against=reference) if reference else Recorder(writer, options)
     except BaseException:

@@ -44,6 +44,7 @@ __all__ = [
     "HashSeedWarning",
     "Seeds",
     "current",
+    "current_rank",
     "env_name",
     "hash_seed_in_effect",
     "name_key",
@@ -166,6 +167,35 @@ class Seeds:
         entropy = self.stream_root(name)
         return np.random.SeedSequence(entropy, spawn_key=(name_key(name), *map(_path_key, path)))
 
+    def rank_stream(self, name: str, rank: builtins.int | None = None) -> np.random.SeedSequence:
+        """The ``SeedSequence`` of stream ``name`` for one rank of a multi-process run:
+        ``sequence(name, "rank", rank)``, another on every rank.
+
+        ``rank`` defaults to this process's (:func:`current_rank`). For what must differ across ranks:
+        dropout, augmentation, DataLoader workers. Init and the ``DistributedSampler`` seed must not
+        (take them from the plain streams, the same on every rank).
+
+        >>> s = Seeds(0, overrides={})
+        >>> s.rank_stream("dropout", 0).generate_state(1)[0] != s.rank_stream("dropout", 1).generate_state(1)[0]
+        True
+        """
+        return self.sequence(name, "rank", current_rank() if rank is None else _check_rank(rank))
+
+    def reseed_per_rank(self, rank: builtins.int | None = None, name: str = "global") -> dict[str, dict[str, Any]]:
+        """Reseed every loaded framework's global RNGs from ``rank_stream(name, rank)``; return what was seeded.
+
+        Call it once the model is built (and wrapped): init came from the ``init`` stream, the same on
+        every rank, and from here on dropout masks and augmentations drawn from the global RNGs differ
+        across ranks. In a single process it reseeds from rank 0's stream.
+        """
+        seed = builtins.int(self.rank_stream(name, rank).generate_state(1, np.uint32)[0])
+        done: dict[str, dict[str, Any]] = {}
+        for adapter in frameworks.loaded():
+            seeded = adapter.seed(seed)
+            if seeded:
+                done[adapter.name] = seeded
+        return done
+
     def int(self, name: str, *path: str | builtins.int) -> builtins.int:
         """A 32-bit seed (0 <= v < 2**32) for APIs that take an integer.
 
@@ -210,6 +240,24 @@ class Seeds:
             "hash_seed": dict(self.hash_seed),
             "replay": f"{ENV_ROOT}={self.root}",
         }
+
+
+def current_rank() -> int:
+    """This process's rank: ``RANK`` (set by torchrun before anything runs), else the rank of a process
+    group the program started, else 0 (a single process, which then draws rank 0's streams)."""
+    from . import ranks
+
+    info = ranks.current()
+    if info is not None:
+        return info.rank
+    group = frameworks.process_group()
+    return int(group["rank"]) if group is not None else 0
+
+
+def _check_rank(rank: Any) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise UsageError(f"rank must be a non-negative integer, got {rank!r}")
+    return rank
 
 
 def current() -> Seeds | None:

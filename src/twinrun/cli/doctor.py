@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..options import add_nproc_argument, positive_int
 from ._output import console, emit_json, progress
 from ._script import add_script_argument, whole_number
 from .report import add_html_argument, check_html, write_page
@@ -30,6 +31,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
                    help="kill a run that takes longer than this (exit 3)")
     p.add_argument("--keep-traces", metavar="DIR", default=None, help="keep every run's trace in DIR")
+    add_nproc_argument(p)
     add_html_argument(p)
     add_script_argument(p, help="the Python training script")
     p.set_defaults(func=cmd_doctor)
@@ -41,7 +43,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     check_html(args)
     d = diagnose(args.script, args.script_args, max_steps=args.max_steps, against=args.against,
                  portability=not args.no_portability, parallel=args.parallel, timeout=args.timeout,
-                 keep=args.keep_traces, progress=lambda m: progress(args, m))
+                 keep=args.keep_traces, progress=lambda m: progress(args, m),
+                 nproc=positive_int("nproc", args.nproc))
     write_page(args, "doctor", d.to_dict())
     if args.json:
         emit_json(d)
@@ -68,6 +71,8 @@ def render(d: Any) -> None:
     for e in d.evidence:
         fd = e.first_divergence
         where = "—" if not fd else f"step {fd.step} {fd.phase} {fd.name}"
+        if e.rank is not None:
+            where = f"rank {e.rank}: " + (where if fd else (e.note or ""))
         ident = "—" if e.identical is None else ("yes" if e.identical else "no")
         t.add_row(escape(e.name), escape(e.changed), str(e.runs), ident, escape(where))
     out.print(t)
@@ -79,4 +84,6 @@ def render(d: Any) -> None:
         top = d.environment[:5]
         out.print("environment differences (most likely first): " + escape(
             "; ".join(f"{x['key']}: {x['a']} vs {x['b']} ({x.get('rank') or '?'})" for x in top)))
+    if d.nproc:
+        out.print(f"[dim]each run: {d.nproc} ranks through torch.distributed, compared rank k against rank k[/]")
     out.print(f"[dim]{d.reruns} runs, {d.seconds:.1f} s, {d.max_steps} steps each[/]")

@@ -1,4 +1,5 @@
-"""``twinrun env``: print or save this machine's fingerprint; ``twinrun env diff A B``: rank their differences."""
+"""``twinrun env``: print or save this machine's fingerprint; ``twinrun env diff A B``: rank their differences;
+``twinrun env check --lock FILE`` and ``twinrun env freeze`` (``env_lock``): one environment on every machine."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ def register(sub, common) -> None:
     d.add_argument("a", metavar="A.json")
     d.add_argument("b", metavar="B.json")
     d.set_defaults(func=_diff)
+    from .env_lock import register_env_subcommands
+
+    register_env_subcommands(envsub, common)
 
 
 # --- twinrun env -------------------------------------------------------------------------------------
@@ -36,6 +40,7 @@ def _capture(args) -> int:
         progress(args, f"importing {name} ...")
         fw.get(name)
     fp = env.capture()
+    fp["lock"] = _lock_here()
     if args.output:
         path = Path(args.output)
         try:
@@ -48,6 +53,15 @@ def _capture(args) -> int:
     else:
         _show(fp)
     return 0
+
+
+def _lock_here() -> dict | None:
+    """The fingerprint of the lock of the project around the current folder (None: none found), so that
+    ``env diff`` of two machines shows when they were installed from other locks."""
+    from .. import lock
+
+    found = lock.lock_fingerprint(script=Path.cwd())
+    return None if found is None else found.to_dict()
 
 
 def _framework_names(text: str) -> list[str]:
@@ -99,6 +113,9 @@ def _show(fp: dict) -> None:
         t.add_row(name, _framework_summary(name, info))
     ev = fp["env_vars"]
     t.add_row("env vars", ", ".join(f"{k}={v}" for k, v in ev.items()) or "none of the numerics-relevant ones")
+    lk = fp.get("lock")
+    t.add_row("lock", f"{lk['path']} ({lk['format']}, sha256 {lk['sha256'][:12]})" if lk else
+              "none found here (uv.lock, pylock.toml, requirements*.txt); write one with: twinrun env freeze -o FILE")
     if fp.get("env_vars_withheld"):
         t.add_row("", f"{fp['env_vars_withheld']} allow-listed name(s) withheld (secret-looking, or Terraform's TF_*)")
     c.print(t)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
+from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, TwinrunError, UsageError
 from ..options import RunOptions, add_run_arguments, add_script_argument, positive_int
 from ..runner import RunResult
 from ._output import console, emit_json, progress
@@ -45,9 +45,33 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 # --- run -----------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from .. import ranks
+
+    rank = ranks.current()
+    if rank is None:
+        options = RunOptions.from_namespace(args)
+        if options.nproc is not None:
+            from ._ranks import run_ranks
+
+            return run_ranks(args, options)
+        return _run_here(args, options)
+    # One rank of a multi-process launch: whatever happens, the parent hears of it, and the process
+    # leaves by runner.distributed.leave.
+    from ..runner.distributed import exit_code_of_rank, leave, report_failure
+
+    try:
+        code = _run_here(args, RunOptions.from_namespace(args), rank)
+    except TwinrunError as e:
+        report_failure(rank, e)
+        print(f"twinrun run: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    leave(exit_code_of_rank(code))
+    return code   # not reached
+
+
+def _run_here(args: argparse.Namespace, options: RunOptions, rank: Any = None) -> int:
     from ..runner import run_script
 
-    options = RunOptions.from_namespace(args)
     saved = None
     if args.json:
         # stdout carries only the JSON document: the script's prints go to stderr.
@@ -70,8 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         how = {"complete": "complete", "stopped": f"stopped after {options.record.max_steps} steps",
                "diverged": "stopped at the first divergence from the reference",
                "failed": "failed"}.get(result.status, result.status)
-        progress(args, f"twinrun run: trace {result.trace_path} ({result.steps} steps, {how}, "
-                       f"{result.seconds:.1f} s)")
+        who = "" if rank is None else f"rank {rank.rank}/{rank.world_size}: "
+        if rank is None or rank.launcher != "twinrun --nproc":   # under --nproc the parent says it
+            progress(args, f"twinrun run: {who}trace {result.trace_path} ({result.steps} steps, {how}, "
+                           f"{result.seconds:.1f} s)")
     return result.exit_code
 
 
@@ -104,6 +130,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     results: list[RunResult] = []
     try:
+        if options.nproc is not None:
+            from ._ranks import check_ranks
+
+            code, rank_failed = check_ranks(args, options, runs, folder, args.timeout, against, keep)
+            if keep and not rank_failed:
+                progress(args, f"twinrun check: traces kept in {folder}")
+            keep = keep or rank_failed
+            return code
         if against is not None:
             with open_reference(against) as ref:   # a bad reference: one line, before any run
                 steps = ref.steps()

@@ -17,20 +17,22 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .._errors import StructuralMismatchError
+from .._errors import StructuralMismatchError, UsageError
 from .._format import fmt_count, fmt_float
 from ..env import EnvDiff
 from ..trace import PHASES, Event, Trace, as_float
 from .events import ValueGetter, divergence_of, event_difference, first_divergence, scan_step
 from .model import Divergence, EventDesc, EventStats, Growth, Samples, Structural, StructuralKind, phase_words
+from .topology import Topology, compare_topologies, world_size
 
 __all__ = ["Comparison", "Divergence", "EventDesc", "EventStats", "Growth", "Samples", "Structural", "StructuralKind",
-           "captured_phases", "diff", "event_difference", "first_divergence", "phase_words"]
+           "Topology", "captured_phases", "diff", "diff_ranks", "event_difference", "first_divergence", "phase_words"]
 
 # --- two traces -----------------------------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class Comparison:
     events_compared: int = 0
     phases: list[str] = field(default_factory=lambda: [str(p) for p in PHASES])
     notes: list[str] = field(default_factory=list)
+    topology: Topology | None = None      # traces of other rank counts: parameters only (``topology``)
 
     @property
     def different_models(self) -> bool:
@@ -74,12 +77,15 @@ class Comparison:
             "steps_a": self.steps_a, "steps_b": self.steps_b, "steps_compared": self.steps_compared,
             "events_compared": self.events_compared, "phases": list(self.phases), "notes": list(self.notes),
             "different_models": self.different_models,
+            "topology": None if self.topology is None else self.topology.to_dict(),
         }
 
     def sentence(self) -> str:
         """One plain sentence (or two) saying whether and where the runs part."""
         if self.different_models:
             return f"{self.structural[0].text()}."
+        if self.topology is not None:
+            return self.topology.sentence()
         d = self.first_divergence
         if d is None:
             if self.steps_compared == 0:
@@ -100,6 +106,42 @@ class Comparison:
             s = self.structural[0]
             text += f" Later, at step {s.step}, the traces stop matching event for event ({s.kind})."
         return text
+
+
+def _same_launch(ta: Trace, tb: Trace) -> str | None:
+    """A note when the traces are two ranks of one launch: their inputs differ by design."""
+    from .replicas import rank_of
+
+    ra, rb = rank_of(ta), rank_of(tb)
+    if ra is None or rb is None or ra.rank == rb.rank or not ra.run_id or ra.run_id != rb.run_id:
+        return None
+    return (f"these are ranks {ra.rank} and {rb.rank} of one run: their inputs, activations and losses differ by "
+            "design; `twinrun replicas` compares the replicas' parameters")
+
+
+def _diff_topologies(ta: Trace, tb: Trace) -> Comparison:
+    """A 1-process trace and a rank's (or two rank counts): the parameters only, by name."""
+    sa, sb = ta.steps(), tb.steps()
+    common = sorted(set(sa) & set(sb))
+    topo, first_pair = compare_topologies(ta, tb, common)
+    first = None
+    if first_pair is not None:
+        a, b = first_pair
+        first = event_difference(a, b, ta.value(a) if a.has_value else None, tb.value(b) if b.has_value else None)
+        first.before_checked = ["init", "param"]
+    growth = []
+    if topo.first is not None:
+        growth = [Growth(s.step, s.tensors, s.differing_tensors, s.param_rel,
+                         "values" if s.differing_values is not None else "norms")
+                  for s in topo.steps if s.step >= max(0, topo.first.step)]
+    notes = ["inputs, activations, losses and gradients differ by design between runs of other rank counts: only "
+             "the parameters (init, param) are compared", *topo.notes]
+    return Comparison(
+        a=str(ta.path), b=str(tb.path), identical=topo.verdict == "identical", first_divergence=first,
+        structural=[] if common else [Structural(StructuralKind.NO_COMMON_STEPS, None, None, None, None)],
+        growth=growth, env_diff=_env_diff(ta.header, tb.header), status_a=ta.status, status_b=tb.status,
+        steps_a=len(sa), steps_b=len(sb), steps_compared=len(common),
+        events_compared=sum(s.tensors for s in topo.steps), phases=["init", "param"], notes=notes, topology=topo)
 
 
 def _env_diff(ha: dict[str, Any], hb: dict[str, Any]) -> EnvDiff | None:
@@ -154,6 +196,27 @@ def diff(a: Trace | str | os.PathLike[str], b: Trace | str | os.PathLike[str]) -
         return _diff(ta, tb)
 
 
+def diff_ranks(a: Sequence[str | os.PathLike[str]], b: Sequence[str | os.PathLike[str]]) -> tuple[int, Comparison]:
+    """Rank k of one run against rank k of another (``a[k]`` with ``b[k]``): the comparison that parts first
+    (earliest step, then event, then rank) and its rank; rank 0's when every rank repeats."""
+    if len(a) != len(b) or not a:
+        raise UsageError(f"runs of {len(a)} and {len(b)} ranks: compare runs of one rank count")
+    found = [diff(x, y) for x, y in zip(a, b)]
+    best: tuple[tuple[int, int, int], int] | None = None
+    for k, c in enumerate(found):
+        d = c.first_divergence
+        if d is not None:
+            where = (d.step, d.index, k)
+        elif c.structural:
+            where = (c.structural[0].step or 0, c.structural[0].index or 0, k)
+        else:
+            continue
+        if best is None or where < best[0]:
+            best = (where, k)
+    k = 0 if best is None else best[1]
+    return k, found[k]
+
+
 def captured_phases(t: Trace) -> list[str] | None:
     """The phases a trace's recorder captured (None: not recorded, i.e. all)."""
     cap = (t.meta("recorder") or {}).get("capture")
@@ -161,7 +224,12 @@ def captured_phases(t: Trace) -> list[str] | None:
 
 
 def _diff(ta: Trace, tb: Trace) -> Comparison:
+    if world_size(ta) != world_size(tb):
+        return _diff_topologies(ta, tb)
     notes: list[str] = []
+    same_launch = _same_launch(ta, tb)
+    if same_launch:
+        notes.append(same_launch)
     phases = [str(p) for p in PHASES]
     cap_a, cap_b = captured_phases(ta), captured_phases(tb)
     if cap_a and cap_b and set(cap_a) != set(cap_b):

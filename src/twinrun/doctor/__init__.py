@@ -38,15 +38,20 @@ __all__ = ["CAUSES", "Act", "Cause", "Diagnosis", "Experiment", "Plan", "Verdict
 def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_steps: int = 20,
              against: str | os.PathLike[str] | None = None, portability: bool | Sequence[str] = True,
              parallel: int | None = None, timeout: float | None = None, keep: str | os.PathLike[str] | None = None,
-             progress: Callable[[str], None] | None = None) -> Diagnosis:
+             progress: Callable[[str], None] | None = None, nproc: int | None = None) -> Diagnosis:
     """Run the experiments on ``script`` and return a :class:`Diagnosis`.
 
     ``portability``: True (thread count and CPU ISA), False, or a subset of ``("thread-count",
     "cpu-isa")``. ``against``: a trace made elsewhere (two-machine mode). ``keep``: a folder to keep
     the traces in (default: a temporary folder, removed). A run that fails raises
-    :class:`ScriptFailedError` naming the experiment; bad input raises :class:`UsageError`.
+    :class:`ScriptFailedError` naming the experiment; bad input raises :class:`UsageError`. ``nproc``: every
+    run is that many ranks through torch.distributed, compared rank k against rank k, and the baseline's
+    replicas are evidence (``doctor.ranks``).
     """
-    options = RunOptions.create(script, args, max_steps=positive_int("max_steps", max_steps, allow_none=False))
+    options = RunOptions.create(script, args, max_steps=positive_int("max_steps", max_steps, allow_none=False),
+                                nproc=nproc)
+    if options.nproc is not None:
+        parallel = 1   # each run is already N processes
     if portability is True:
         checks: tuple[str, ...] = CHECKS
     elif not portability:
@@ -66,6 +71,8 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
     try:
         if reference is not None:
             d = two_machines(runner, path, reference)
+        elif options.nproc is not None:
+            d = _ranks(runner, path, checks)
         else:
             baseline = runner.pairs([Plan("baseline", "nothing: two runs as you run the script")])[0]
             d = (reproducible(runner, path, baseline, checks) if baseline.identical
@@ -74,4 +81,19 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     d.reruns, d.seconds, d.max_steps = runner.launched, time.perf_counter() - t0, max_steps
+    return d
+
+
+def _ranks(runner: ExperimentRunner, path: Path, checks: tuple[str, ...]) -> Diagnosis:
+    """Under ``--nproc``: the baseline, its replica check (evidence without a rerun), then as usual."""
+    from .ranks import replica_diagnosis, replica_evidence
+
+    baseline = runner.pairs([Plan("baseline", f"nothing: two runs of {runner.options.nproc} ranks as you run the "
+                                              "script")])[0]
+    evidence, check = replica_evidence(baseline)
+    d = replica_diagnosis(path, baseline, check, [baseline, evidence])
+    if d is None:
+        d = reproducible(runner, path, baseline, checks) if baseline.identical else attribute(runner, path, baseline)
+        d.evidence.insert(1, evidence)
+    d.nproc, d.replicas = runner.options.nproc, check.to_dict()
     return d

@@ -110,10 +110,13 @@ class ExperimentRunner:
         for i, p in enumerate(plans):
             a, b = results[2 * i], results[2 * i + 1]
             exp = Experiment(p.name, p.changed, runs=2, traces=[a.trace_path, b.trace_path], acted=_acts(a, b))
-            exp.fill(diff(a.trace_path, b.trace_path))
+            self._fill(exp, a.trace_path, b.trace_path)
             exp.seconds = round(time.perf_counter() - t0, 2)
             out.append(exp)
         return out
+
+    def _fill(self, exp: Experiment, a: str, b: str) -> None:
+        _fill(exp, a, b, self.options.nproc)
 
     def singles(self, plans: list[Plan], reference: str, label: str) -> list[Experiment]:
         """Each plan once, compared with ``reference`` (a trace path)."""
@@ -124,10 +127,26 @@ class ExperimentRunner:
         out = []
         for p, r in zip(plans, results):
             exp = Experiment(p.name, p.changed, runs=1, traces=[r.trace_path], compared_with=label, acted=_acts(r))
-            exp.fill(diff(reference, r.trace_path))
+            self._fill(exp, reference, r.trace_path)
             exp.seconds = round(time.perf_counter() - t0, 2)
             out.append(exp)
         return out
+
+
+def _fill(exp: Experiment, a: str, b: str, nproc: int | None) -> None:
+    """Compare two runs: their traces, or under ``--nproc`` rank k of one with rank k of the other (the rank
+    that parts first leads)."""
+    if nproc is None:
+        exp.fill(diff(a, b))
+        return
+    from ..comparison import diff_ranks
+    from ..ranks import find_rank_traces
+
+    rank, c = diff_ranks(find_rank_traces(a), find_rank_traces(b))
+    exp.fill(c)
+    if not c.identical:
+        exp.rank = rank
+        exp.note = f"rank {rank}: {c.sentence()}"
 
 
 def _acts(*results: RunResult) -> list[Act]:

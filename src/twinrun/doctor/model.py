@@ -25,6 +25,7 @@ class Cause(StrEnum):
     HASH_SEED = "hash-seed"
     NONDETERMINISTIC_KERNEL = "nondeterministic-kernel"
     ENVIRONMENT = "environment"
+    REPLICA_DIVERGENCE = "replica-divergence"   # --nproc: the ranks of one run hold other parameters
     UNKNOWN = "unknown"
 
 
@@ -113,6 +114,7 @@ class Experiment:
     acted: list[Act] = field(default_factory=list)   # what the interventions changed, and where
     traces: list[str] = field(default_factory=list)
     note: str | None = None
+    rank: int | None = None        # --nproc: the rank whose runs part first (rank k against rank k)
 
     def fill(self, c: Comparison) -> None:
         """Take the result of comparing this experiment's runs."""
@@ -125,7 +127,8 @@ class Experiment:
         return {"name": self.name, "changed": self.changed, "identical": self.identical,
                 "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
                 "compared_with": self.compared_with, "runs": self.runs, "seconds": self.seconds,
-                "acted": [a.to_dict() for a in self.acted], "traces": list(self.traces), "note": self.note}
+                "acted": [a.to_dict() for a in self.acted], "traces": list(self.traces), "note": self.note,
+                "rank": self.rank}
 
 
 @dataclass
@@ -147,6 +150,8 @@ class Diagnosis:
     max_steps: int = 20
     against: str | None = None
     environment: list[dict[str, Any]] | None = None
+    nproc: int | None = None                            # the ranks each run had (--nproc)
+    replicas: dict[str, Any] | None = None              # --nproc: the replica check of a baseline run
 
     @property
     def exit_code(self) -> int:
@@ -159,5 +164,6 @@ class Diagnosis:
             "fix": self.fix, "evidence": [e.to_dict() for e in self.evidence], "portability": self.portability,
             "confirmed": self.confirmed, "summary": self.summary, "script": self.script,
             "max_steps": self.max_steps, "reruns": self.reruns, "seconds": round(self.seconds, 2),
-            "against": self.against, "environment": self.environment,
+            "against": self.against, "environment": self.environment, "nproc": self.nproc,
+            "replicas": self.replicas,
         }

@@ -32,9 +32,15 @@ def isa_plans(fws: Sequence[str]) -> tuple[list[Plan], list[str]]:
     return [Plan.of(v) for v in variants], why_not
 
 
-def _thread_plan(fws: Sequence[str]) -> tuple[Plan | None, dict[str, Any]]:
-    """One rerun with another thread count, for the frameworks the script uses (and what it is)."""
-    default = frameworks.default_threads(fws)
+def _thread_plan(fws: Sequence[str], nproc: int | None = None) -> tuple[Plan | None, dict[str, Any]]:
+    """One rerun with another thread count, for the frameworks the script uses (and what it is); under
+    ``--nproc`` the count per rank, which torchrun sets to 1 unless the user has set it."""
+    if nproc is not None:
+        from .ranks import rank_threads
+
+        default = rank_threads()
+    else:
+        default = frameworks.default_threads(fws)
     other = 1 if default > 1 else 2
     info: dict[str, Any] = {"default": default, "tried": other}
     variant, notes = frameworks.thread_variant(fws, other)
@@ -58,8 +64,9 @@ def _portability(runner: ExperimentRunner, reference: str, checks: Sequence[str]
     plans: list[Plan] = []
     out: dict[str, Any] = {}
     thread_plan = None
+    nproc = runner.options.nproc
     if "thread-count" in checks:
-        thread_plan, info = _thread_plan(fws)
+        thread_plan, info = _thread_plan(fws, nproc)
         out["thread-count"] = info
         if thread_plan is not None:
             plans.append(thread_plan)
@@ -68,6 +75,13 @@ def _portability(runner: ExperimentRunner, reference: str, checks: Sequence[str]
     if "cpu-isa" in checks:
         isa, why_not = isa_plans(fws)
     plans += isa
+    bucket = None
+    if nproc is not None and "torch" in fws:
+        from .ranks import bucket_plan
+
+        bucket, out["ddp-buckets"] = bucket_plan(nproc)
+        if bucket is not None:
+            plans.append(bucket)
     exps = runner.singles(plans, reference, "the baseline") if plans else []
     evidence.extend(exps)
     by = {e.name: e for e in exps}
@@ -77,6 +91,9 @@ def _portability(runner: ExperimentRunner, reference: str, checks: Sequence[str]
         else:
             e = by[thread_plan.name]
             out["thread-count"].update({"stable": e.identical, "runs": [_row(e, thread_plan)]})
+    if bucket is not None:
+        e = by[bucket.name]
+        out["ddp-buckets"].update({"stable": e.identical, "runs": [_row(e, bucket)]})
     if "cpu-isa" in checks:
         rows = [_row(by[p.name], p) for p in isa]
         out["cpu-isa"] = {
@@ -128,6 +145,11 @@ def reproducible(runner: ExperimentRunner, script: Path, baseline: Experiment, c
             for r in parting:
                 if r["cause"] != "cpu-isa" and r["advice"]:
                     fix += " " + r["advice"]
+        buckets = port.get("ddp-buckets")
+        if buckets and buckets.get("stable") is False:
+            part = buckets["runs"][0]
+            fix += (f" Another DDP bucket layout gives other numbers ({part['setting']} parts "
+                    f"{_where(part['first_divergence'])}). " + (part["advice"] or ""))
         summary += " " + _portability_words(port)
     return Diagnosis(str(script), Verdict.REPRODUCIBLE, Cause.REPRODUCIBLE, None, None, fix, evidence, port, True,
                      summary)
@@ -141,6 +163,14 @@ def _where(short: dict[str, Any] | None) -> str:
 def _portability_words(port: dict[str, Any]) -> str:
     out = []
     tc, isa = port.get("thread-count"), port.get("cpu-isa")
+    buckets = port.get("ddp-buckets")
+    if buckets:
+        if not buckets.get("runs"):
+            out.append(f"DDP buckets: {buckets.get('note')}.")
+        else:
+            out.append("DDP buckets: " + ("stable." if buckets["stable"] else
+                                           f"not stable, {buckets['runs'][0]['setting']} parts "
+                                           f"{_where(buckets['runs'][0]['first_divergence'])}."))
     if tc:
         if tc.get("stable") is None:
             out.append(f"Thread count: {tc.get('note')}")

@@ -34,14 +34,17 @@ __all__ = [
     "Switch",
     "Variant",
     "adapter_class",
+    "end_process_groups",
     "env_vars",
     "get",
     "interventions",
     "is_loaded",
     "isa_variants",
+    "launcher",
     "loaded",
     "module_of",
     "primary",
+    "process_group",
     "thread_variant",
     "used",
     "when_imported",
@@ -98,6 +101,30 @@ def used() -> list[str]:
     at close, so doctor knows which kernels a run used."""
     names = [a.name for a in loaded() if a.in_use()]
     return names + (["keras"] if "keras" in sys.modules else [])
+
+
+# --- multi-process runs --------------------------------------------------------------------------
+
+def launcher(nproc: int) -> list[str]:
+    """The command that starts ``nproc`` ranks of a Python module (before ``-m MODULE``): PyTorch's
+    ``torch.distributed.run``, the one launcher twinrun drives. Never imports a framework."""
+    cmd = adapter_class("torch").launcher(nproc)
+    assert cmd is not None
+    return cmd
+
+
+def process_group() -> dict[str, Any] | None:
+    """The started process group of a loaded framework (backend, rank, world size), or None."""
+    for adapter in loaded():
+        group = adapter.process_group()
+        if group is not None:
+            return group
+    return None
+
+
+def end_process_groups() -> list[str]:
+    """Shut down the process groups the script left started; the frameworks that had one."""
+    return [a.name for a in loaded() if a.end_process_group()]
 
 
 # --- questions about several frameworks at once (doctor asks them) -------------------------------

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from ..trace.batch import Pending
     from ..trace.events import Event
 
-__all__ = ["Adapter", "EnvVar", "FixWords", "Intervention", "InterventionContext", "RecorderLike", "Switch",
-           "Variant"]
+__all__ = ["Adapter", "Bits", "EnvVar", "FixWords", "Intervention", "InterventionContext", "LayerBits", "ProbeCall",
+           "ProbeSink", "RecorderLike", "Switch", "Variant"]
 
 
 class RecorderLike(Protocol):
@@ -156,11 +156,11 @@ class Intervention:
     """A small, named change to a program's unseeded randomness (or its CPUs), applied before the script.
 
     ``kind``: ``order`` (decides the order of samples), ``content`` (the values drawn), ``clock``,
-    ``cpu``. ``apply`` changes the process (patching constructors, seeding globals) and reports every
-    new call site through the context. ``fix`` is the fix sentence when this intervention is the one
-    that removed a divergence: ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}``
-    for the framework's own advice (``FixWords.content_tail``); ``priority`` picks among several that
-    acted (higher wins)."""
+    ``cpu``, ``reduction`` (the order a multi-process sum adds in). ``apply`` changes the process
+    (patching constructors, seeding globals) and reports every new call site through the context.
+    ``fix`` is the fix sentence when this intervention is the one that removed a divergence:
+    ``{where}`` stands for the call sites (`` `api` at file:line``), ``{tail}`` for the framework's own
+    advice (``FixWords.content_tail``); ``priority`` picks among several that acted (higher wins)."""
 
     name: str
     description: str
@@ -251,6 +251,68 @@ class Adapter(ABC):
     def in_use(self) -> bool:
         """Whether the program has used the framework (imported is not always used: Keras imports JAX)."""
         return True
+
+    # --- multi-process runs: none by default ---------------------------------------------------
+    @classmethod
+    def launcher(cls, nproc: int) -> list[str] | None:
+        """The command that starts ``nproc`` ranks of a Python module on this machine, up to (not with)
+        ``-m MODULE ARGS``; None when the framework has no launcher. Never imports the framework."""
+        return None
+
+    def process_group(self) -> dict[str, Any] | None:
+        """``{"backend", "rank", "world_size"}`` of this process's started process group, or None."""
+        return None
+
+    def end_process_group(self) -> bool:
+        """Shut down a process group the script left started (after it ended); True when there was one."""
+        return False
+
+    def install_probe(self, sink: ProbeSink, *, max_calls: int,
+                      threads: int | None = None) -> Callable[[], None] | None:
+        """Probe-recording mode (``twinrun probe SCRIPT``): hand ``sink.record`` each forward call of a
+        root model made without gradients, up to ``max_calls`` of them, as a :class:`ProbeCall` (and
+        ``sink.skip`` a line for each such call it does not record); set the framework's thread count
+        to ``threads`` first. Return the uninstall callable, or None where the framework has no
+        zero-code probe (Keras and JAX: ``twinrun.probe(fn, batch)``)."""
+        return None
+
+
+# An output array as bits: (the values as unsigned integers of the float's width, "float", or
+# "bfloat16" for its 16-bit patterns) or (int64 values, "int"); the first dimension is the batch.
+Bits = tuple[np.ndarray, str]
+# (a submodule's name, with "#k" for its k-th call; its output arrays), in the order produced.
+LayerBits = list[tuple[str, list[Bits]]]
+
+
+class ProbeCall(Protocol):
+    """One recorded no-grad forward call of a root model, as the probe-recording mode hands it over.
+
+    ``outputs``/``layers`` are the bits of the script's own call; ``run(start, stop)`` calls the
+    model again on rows ``[start, stop)`` of the same inputs (no gradients, the RNG state restored
+    after), with its submodules' outputs. ``inputs`` are the input arrays' bits and ``state`` a digest
+    of the parameters and buffers, so that calls recorded in other processes can be matched.
+    ``training``: the model is in training mode with submodules that compute otherwise then
+    (dropout, batch norm)."""
+
+    index: int
+    label: str
+    rows: int
+    threads: int | None           # the framework's thread count at the call
+    training: bool
+    state: str
+    outputs: list[Bits]
+    layers: LayerBits
+    inputs: list[Bits]
+
+    def run(self, start: int, stop: int) -> tuple[list[Bits], LayerBits]: ...
+
+
+class ProbeSink(Protocol):
+    """What the probe-recording mode hands its calls to (``twinrun.probes.child`` implements it)."""
+
+    def record(self, call: ProbeCall) -> None: ...
+
+    def skip(self, what: str) -> None: ...
 
 
 _ABSTRACT = sorted(name for name, value in inspect.getmembers(Adapter)

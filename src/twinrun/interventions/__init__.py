@@ -5,7 +5,8 @@ in the child before the user's script starts. Each intervention gives a seed, dr
 ``data`` stream, to randomness the program left unseeded, and changes nothing else; doctor then
 reruns the script twice and sees whether the runs still part. The framework ones live with their
 adapters (``seed-loaders``: PyTorch; ``seed-numpy``, ``seed-random``: NumPy and Python; ``seed-tf-data``,
-``seed-tf-random``: TensorFlow); the process-level ones here (``fixed-clock``, ``one-cpu``).
+``seed-tf-random``: TensorFlow; ``ddp-small-buckets``, another all-reduce layout for doctor under
+``--nproc`` on 3+ ranks: PyTorch); the process-level ones here (``fixed-clock``, ``one-cpu``).
 
 Every time an intervention acts at a new place of the program, it reports the act to the parent
 (``twinrun._channel``: ``{"kind": "intervention", "name", "what", "api", "site"}``) and prints one line
@@ -14,8 +15,8 @@ on stderr for a person running it by hand::
     twinrun intervention seed-numpy: numpy.random.default_rng() without a seed at train.py:31
 
 >>> import twinrun.interventions as iv
->>> iv.NAMES
-('seed-loaders', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random', 'fixed-clock', 'one-cpu')
+>>> iv.NAMES[-3:]
+('fixed-clock', 'one-cpu', 'ddp-small-buckets')
 >>> iv.DATA_NAMES
 ('seed-loaders', 'seed-numpy', 'seed-random', 'seed-tf-data', 'seed-tf-random')
 """
@@ -43,7 +44,8 @@ __all__ = [
 # The vocabulary of --intervene, in the order documented and listed: the data-order and data-content
 # seeding first, then the clock, then the CPUs. A framework that brings a new intervention adds its
 # name here (a test checks that this list and the implementations agree).
-NAMES = ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock", "one-cpu")
+NAMES = ("seed-loaders", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock", "one-cpu",
+         "ddp-small-buckets")
 
 
 def registry() -> dict[str, Intervention]:

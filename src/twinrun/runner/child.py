@@ -12,6 +12,8 @@ import runpy
 import sys
 import time
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
 from ..options import RunOptions
 from .result import RunResult
 
-__all__ = ["default_trace_path", "run_script"]
+__all__ = ["ScriptOutcome", "default_trace_path", "run_as_main", "run_script"]
 
 
 def default_trace_path() -> str:
@@ -43,9 +45,18 @@ def run_script(options: RunOptions) -> RunResult:
 
     Bad input raises :class:`UsageError`/:class:`BadTraceError` before anything runs. The script
     raising is not re-raised: its traceback goes to stderr and the result has exit code 3.
-    """
-    from .. import recording
 
+    Under a multi-process launcher (``RANK``/``WORLD_SIZE`` set: torchrun, ``--nproc``) this process is one
+    rank: it writes its own trace (``out.rank<R>.trace``), shuts down the process group the script left
+    started, and reports its outcome to the parent (``runner.distributed``).
+    """
+    from .. import ranks, recording
+
+    rank = ranks.current()
+    if rank is not None:
+        from .distributed import as_rank
+
+        options = as_rank(options, rank)
     path = Path(options.script)
     _check_seed_carrier(options.seed)
     if options.record.against is not None:
@@ -69,43 +80,70 @@ def run_script(options: RunOptions) -> RunResult:
     result = RunResult(EXIT_OK, trace_path, "complete")
     header: dict[str, Any] = {"twinrun_command": list(sys.argv), "script": str(path),
                               "script_args": list(options.args)}
+    with recording.record(trace_path, header=header, options=options.record, lock=options.lock) as recorder:
+        outcome = run_as_main(path, options.args, stop=recording.StopRun)
+        if isinstance(outcome.stopped, recording.StopRun):
+            result.stop_reason = outcome.stopped.reason
+        result.exit_code, result.error = outcome.exit_code, outcome.error
+        if result.exit_code == EXIT_SCRIPT_FAILED:
+            recorder.close("failed")
+        else:
+            recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
+        result.steps = recorder.step   # after close: a last update by hand ends its step there
+        result.status = recorder.writer.status
+        result.seen = dict(recorder.seen)
+        if recorder.divergence is not None:
+            result.divergence = recorder.divergence_record()
+            if result.exit_code == EXIT_OK:
+                result.exit_code = EXIT_DIFFERENT
+    result.seconds = time.perf_counter() - t0
+    if rank is not None:
+        from .distributed import finish_rank
+
+        finish_rank(result, rank)
+    return result
+
+
+@dataclass(frozen=True)
+class ScriptOutcome:
+    """How a script run as ``__main__`` ended: exit code 0 or 3, ``"ExcType: message"`` when it failed,
+    and the ``stop`` exception that ended it early (if any)."""
+
+    exit_code: int
+    error: str | None = None
+    stopped: BaseException | None = None
+
+
+def run_as_main(path: Path, args: Sequence[str], *, stop: type[BaseException] | None = None) -> ScriptOutcome:
+    """Run ``path`` here as ``python path args`` would: same ``sys.argv``, ``__name__ == "__main__"``,
+    ``sys.path[0]`` the script's folder (both restored after). The script raising (or exiting
+    non-zero) prints its traceback without twinrun's frames and gives exit code 3; an exception of
+    type ``stop`` (a recorder's ``StopRun``) ends it cleanly and is returned in ``stopped``."""
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [str(path), *args]
+    if sys.path:
+        sys.path[0] = str(path.parent)
+    else:
+        sys.path.append(str(path.parent))
     try:
-        with recording.record(trace_path, header=header, options=options.record) as recorder:
-            sys.argv = [str(path), *options.args]
-            if sys.path:
-                sys.path[0] = str(path.parent)
-            else:
-                sys.path.append(str(path.parent))
-            try:
-                runpy.run_path(str(path), run_name="__main__")
-            except recording.StopRun as stop:
-                result.stop_reason = stop.reason
-            except SystemExit as e:
-                if e.code not in (None, 0):
-                    result.exit_code, result.error = EXIT_SCRIPT_FAILED, f"SystemExit: {e.code}"
-                    if not isinstance(e.code, int):
-                        print(e.code, file=sys.stderr)
-            except Exception as e:  # noqa: BLE001 - a process boundary: the user's script failed (exit 3)
-                _print_user_traceback(e, path)
-                result.exit_code, result.error = EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}"
-            if result.exit_code == EXIT_SCRIPT_FAILED:
-                recorder.close("failed")
-            else:
-                recorder.close()  # complete, stopped (max-steps) or diverged, as the recorder knows
-            result.steps = recorder.step   # after close: a last update by hand ends its step there
-            result.status = recorder.writer.status
-            result.seen = dict(recorder.seen)
-            if recorder.divergence is not None:
-                result.divergence = recorder.divergence_record()
-                if result.exit_code == EXIT_OK:
-                    result.exit_code = EXIT_DIFFERENT
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            if not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+            return ScriptOutcome(EXIT_SCRIPT_FAILED, f"SystemExit: {e.code}")
+    except BaseException as e:
+        if stop is not None and isinstance(e, stop):
+            return ScriptOutcome(EXIT_OK, stopped=e)
+        if not isinstance(e, Exception):
+            raise   # KeyboardInterrupt and the like: not the script's failure
+        _print_user_traceback(e, path)
+        return ScriptOutcome(EXIT_SCRIPT_FAILED, f"{type(e).__name__}: {e}")
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
-    result.seconds = time.perf_counter() - t0
-    return result
+    return ScriptOutcome(EXIT_OK)
 
 
 def open_reference(against: str | os.PathLike[str]) -> Any:

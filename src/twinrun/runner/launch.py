@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from .._errors import BadTraceError
 from ..options import RunOptions
 from .result import RunResult
 
-__all__ = ["launch"]
+__all__ = ["launch", "launch_module"]
 
 
 def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
@@ -49,6 +49,28 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
         options = options.replace(against=str(Path(options.record.against).resolve()))
     assert options.output is not None
 
+    if options.nproc is not None:
+        from .. import frameworks, ranks
+
+        # torchrun starts `python -m twinrun run` on each rank with this interpreter and environment.
+        done, reports = launch_module(["twinrun", "run", *options.replace(nproc=None).to_argv()],
+                                      env={**(env or {}), ranks.ENV_LAUNCHER: "1"}, timeout=timeout, cwd=cwd,
+                                      launcher=[*frameworks.launcher(options.nproc), "-m"])
+        return _ranks_result(options, done, reports)
+    done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=timeout, cwd=cwd)
+    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
+    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
+                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+
+
+def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None = None,
+                  timeout: float | None = None, cwd: str | os.PathLike[str] | None = None,
+                  launcher: Sequence[str] | None = None) -> tuple[_process.ChildResult, list[dict[str, Any]]]:
+    """Run ``python -m <argv>`` in a fresh process (``_process.run``: its own process group, killed on
+    timeout) with this process's environment plus ``env`` (None removes a variable) and this twinrun
+    importable; return how it ended and what it reported through ``twinrun._channel``. The sibling of
+    :func:`launch` for children that are not ``twinrun run`` (the probe's). ``launcher`` replaces
+    ``python -m`` (``torch.distributed.run ... -m`` for N ranks, which all report to the same file)."""
     child_env = dict(os.environ)
     for k, v in (env or {}).items():
         if v is None:
@@ -60,14 +82,29 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     os.close(fd)
     child_env[_channel.ENV] = report_path
     try:
-        done = _process.run([sys.executable, "-m", "twinrun", "run", *options.to_argv()], env=child_env, cwd=cwd,
-                            timeout=timeout)
+        prefix = list(launcher) if launcher is not None else [sys.executable, "-m"]
+        done = _process.run([*prefix, *argv], env=child_env, cwd=cwd, timeout=timeout)
         reports = _channel.read(report_path)
     finally:
         Path(report_path).unlink(missing_ok=True)
-    status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
-    return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
-                     divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
+    return done, reports
+
+
+def _ranks_result(options: RunOptions, done: _process.ChildResult, reports: list[dict[str, Any]]) -> RunResult:
+    """A run of N ranks: one result per rank (from its report), the worst rank's code and status."""
+    from .distributed import REPORT_KIND, collect, combine
+
+    assert options.output is not None and options.nproc is not None
+    per_rank, notes = collect(options.output, options.nproc, reports, done.returncode, done.timed_out, _trace_facts)
+    code, status = combine(per_rank)
+    lead = per_rank[0]
+    _, _, _, seen = _trace_facts(lead.trace_path)
+    return RunResult(code, lead.trace_path, status, steps=min(r.steps for r in per_rank), seconds=done.seconds,
+                     error=next((r.error for r in per_rank if r.error), None),
+                     stop_reason=lead.stop_reason,
+                     divergence=next((r.divergence for r in per_rank if r.divergence), None),
+                     stdout=done.stdout, stderr=done.stderr, seen=seen, notes=notes, ranks=per_rank,
+                     reports=[r for r in reports if r.get("kind") != REPORT_KIND])
 
 
 def _trace_facts(path: str) -> tuple[str, int, dict[str, Any] | None, dict[str, int]]:

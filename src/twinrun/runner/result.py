@@ -17,6 +17,9 @@ class RunResult:
     killed after its time limit. ``divergence`` is the live comparison's first divergence (``--against``);
     ``reports`` what the child reported through ``twinrun._channel`` (interventions that acted).
     ``stdout``/``stderr`` are the child's output (a run in a fresh process).
+
+    A run of N ranks (``--nproc``) has one result per rank in ``ranks`` (each with its ``rank`` and
+    trace); the run's own exit code and status are the worst rank's, its ``trace_path`` rank 0's.
     """
 
     exit_code: int
@@ -31,6 +34,14 @@ class RunResult:
     stderr: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)   # hooks that fired (trace meta "seen")
+    notes: list[str] = field(default_factory=list)      # what the user should know about how it ran
+    rank: int | None = None                             # this result's rank, in a run of N ranks
+    ranks: list[RunResult] = field(default_factory=list)   # a run of N ranks: one result per rank
+
+    @property
+    def trace_paths(self) -> list[str]:
+        """Every trace the run wrote: one per rank, or the one."""
+        return [r.trace_path for r in self.ranks] if self.ranks else [self.trace_path]
 
     @property
     def stepless(self) -> bool:
@@ -50,4 +61,5 @@ class RunResult:
         return {"exit_code": self.exit_code, "trace_path": self.trace_path, "status": self.status,
                 "steps": self.steps, "seconds": round(self.seconds, 3), "error": self.error,
                 "stop_reason": self.stop_reason, "divergence": self.divergence, "reports": list(self.reports),
-                "seen": dict(self.seen)}
+                "seen": dict(self.seen), "notes": list(self.notes), "rank": self.rank,
+                "ranks": [r.to_dict() for r in self.ranks]}

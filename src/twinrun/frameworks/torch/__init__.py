@@ -1,5 +1,6 @@
 """PyTorch adapter: seeding, determinism switches, environment facts, tensor conversion, recording hooks
-(``tracing``), data-loader seeding (``data``), the ``seed-loaders`` intervention (``interventions``)
+(``tracing``), probe recording and batch-invariant kernels (``probe``, ``batch_invariant``),
+data-loader seeding (``data``), the ``seed-loaders`` intervention (``interventions``)
 and the instruction-set reruns doctor can make (``portability``).
 
 Importing this package does not import torch: the adapter's class-level facts serve doctor in a
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Adapter, EnvVar, FixWords, Intervention, RecorderLike, Switch, Variant
+from ..base import Adapter, EnvVar, FixWords, Intervention, ProbeSink, RecorderLike, Switch, Variant
 
 __all__ = ["ADAPTER", "CUBLAS_WORKSPACE", "TorchAdapter"]
 
@@ -67,9 +68,16 @@ class TorchAdapter(Adapter):
     # --- class level ---
     @classmethod
     def interventions(cls) -> list[Intervention]:
+        from .distributed import BUCKET_INTERVENTIONS
         from .interventions import INTERVENTIONS
 
-        return list(INTERVENTIONS)
+        return [*INTERVENTIONS, *BUCKET_INTERVENTIONS]
+
+    @classmethod
+    def launcher(cls, nproc: int) -> list[str]:
+        from .distributed import launcher
+
+        return launcher(nproc)
 
     @classmethod
     def isa_variants(cls, flags: set[str], environ: Mapping[str, str]) -> tuple[list[Variant], list[str]]:
@@ -212,6 +220,22 @@ class TorchAdapter(Adapter):
         from .tracing import install
 
         return install(recorder)
+
+    def process_group(self) -> dict[str, Any] | None:
+        from .distributed import process_group
+
+        return process_group()
+
+    def end_process_group(self) -> bool:
+        from .distributed import end_process_group
+
+        return end_process_group()
+
+    def install_probe(self, sink: ProbeSink, *, max_calls: int, threads: int | None = None) -> Callable[[], None]:
+        """Record root models' no-grad forward calls for ``twinrun probe`` (``probe.ProbeRecorder``)."""
+        from .probe import ProbeRecorder
+
+        return ProbeRecorder(sink, max_calls=max_calls, threads=threads).install()
 
 
 ADAPTER = TorchAdapter

@@ -82,30 +82,48 @@ class WorkerInit:
             _active.set_seeds(self.seeds)
 
 
-def loader_kwargs(stream: str = STREAM, *, rank: int = 0) -> dict[str, Any]:
+def loader_kwargs(stream: str = STREAM, *, rank: int | None = None) -> dict[str, Any]:
     """``DataLoader`` keyword arguments that make shuffling and worker randomness repeat exactly.
 
     ``generator`` (from the stream's ``("loader", rank)`` path) fixes the shuffle order and the base
     seed torch draws each epoch; ``worker_init_fn`` seeds each worker's Python, NumPy and torch RNGs from
-    (root, stream, rank, worker id, epoch). ``TWINRUN_SEED_<STREAM>`` overrides the stream.
+    (root, stream, rank, worker id, epoch). ``TWINRUN_SEED_<STREAM>`` overrides the stream. ``rank``
+    defaults to this process's (``RANK`` under torchrun, else 0), so workers differ across ranks; under
+    DDP give the DataLoader a ``DistributedSampler(seed=seeds.int("data"))``, the same seed on every
+    rank, which decides the order (the generator then only seeds the workers).
 
     >>> loader = DataLoader(ds, batch_size=32, shuffle=True, num_workers=4,
     ...                     **twinrun.torch.loader_kwargs("data", rank=rank))   # doctest: +SKIP
     """
     seeds = _active_seeds()
+    if rank is None:
+        rank = _this_rank()
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise UsageError(f"rank must be a non-negative integer, got {rank!r}")
     seeds.stream_root(stream)   # validates the name
     return {"generator": seeds.torch(stream, "loader", rank), "worker_init_fn": WorkerInit(seeds, stream, rank)}
 
 
-def worker_rng(stream: str = STREAM, *, rank: int = 0) -> np.random.Generator:
+def _this_rank() -> int:
+    """``RANK`` under a launcher, else the started process group's rank, else 0 (``seeding.current_rank``)."""
+    from ...ranks import current
+    from .distributed import process_group
+
+    info = current()
+    if info is not None:
+        return info.rank
+    group = process_group()
+    return int(group["rank"]) if group is not None else 0
+
+
+def worker_rng(stream: str = STREAM, *, rank: int | None = None) -> np.random.Generator:
     """A NumPy Generator for data augmentation, own to this DataLoader worker and epoch.
 
     In a worker started with ``loader_kwargs``: derived from (root, stream, rank, worker, epoch) as the
     loader's ``worker_init_fn`` set it up (the arguments are the loader's, not read here). In the main
     process (``num_workers=0``): the ``("main", rank)`` generator of ``stream``, one per process, whose
-    draws continue from call to call. Call it where you draw (in ``__getitem__``), not in ``__init__``.
+    draws continue from call to call (``rank`` defaults to this process's, so ranks draw differently).
+    Call it where you draw (in ``__getitem__``), not in ``__init__``.
     """
     info = torch.utils.data.get_worker_info()
     if info is not None:
@@ -114,6 +132,7 @@ def worker_rng(stream: str = STREAM, *, rank: int = 0) -> np.random.Generator:
                              "pass **twinrun.torch.loader_kwargs() to the DataLoader")
         return _worker_state[1]
     seeds = _active_seeds()
+    rank = _this_rank() if rank is None else rank
     key = (id(seeds), stream, rank)
     held = _main_rngs.get(key)
     if held is None or held[0] is not seeds:

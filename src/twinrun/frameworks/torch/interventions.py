@@ -66,7 +66,9 @@ def _patch(torch: ModuleType, ctx: InterventionContext) -> None:
             from .data import STREAM, WorkerInit
 
             ctx.note("seed-loaders", "DataLoader(..., num_workers>0) without a worker_init_fn", "DataLoader(...)")
-            return {"worker_init_fn": WorkerInit(ctx.seeds(), STREAM, 0)}
+            from .data import _this_rank
+
+            return {"worker_init_fn": WorkerInit(ctx.seeds(), STREAM, _this_rank())}
         return {}
 
     with_generator(tud.DataLoader, "DataLoader", worker_init)

@@ -20,6 +20,8 @@ What is recorded, per step, in program order:
   hook), so the trace holds them in the order backward finishes them (last layer first) and a
   closure that runs backward inside ``optimizer.step(closure)`` records the same as a plain loop;
   with several backward passes per step (accumulation, LBFGS) each is recorded (``w``, ``w#1``);
+  under DDP that is each rank's local gradient, before the all-reduce (the synchronised one is not
+  recorded: the same step's ``param`` events show a rank-local change of it; docs/distributed.md);
 - ``param``: each parameter after the update; then the step ends.
 
 Roots and names: ``naming``. Evaluation passes are not recorded: a root call made with grad disabled
