@@ -211,12 +211,13 @@ class Recorder:
                 return
             for listener in self._step_listeners:
                 listener()   # what the step still owes (the parameters of an update made by hand)
-            if self.distributed is not None and self.distributed.get("backend") is None:
-                self._learn_backend()
             step = self.step
             self._calls, self._open_events = {}, 0
             if self.recording:
-                self._hand_over(adopt=True)
+                self._hand_over(adopt=True)   # the writer holds the step now: meta set below commits with it
+            if self.distributed is not None and self.distributed.get("backend") is None:
+                self._learn_backend()
+            if self.recording:
                 events, self._handed = self._handed, []
                 self.writer.commit_step(step)
                 if self.against is not None and self.divergence is None and step in self._ref_steps:
