@@ -258,5 +258,5 @@ def test_loader_kwargs_needs_a_root_seed_and_a_good_rank(monkeypatch):
 def test_public_namespace():
     import twinrun.torch
 
-    assert twinrun.torch.__all__ == ["loader_kwargs", "unwatch", "watch", "worker_rng"]
+    assert twinrun.torch.__all__ == ["batch_invariant", "loader_kwargs", "unwatch", "watch", "worker_rng"]
     assert textwrap.dedent(twinrun.torch.loader_kwargs.__doc__ or "").strip()
