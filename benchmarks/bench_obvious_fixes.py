@@ -7,13 +7,15 @@ Two prototypes, neither part of twinrun:
   1x raw ``xxh3_128``). NumPy's floor is the float32 -> float64 cast (about 0.37 ns per element)
   plus one pass per sum. The prototype is a straightforward Numba loop (16 float64 lanes, one pass:
   sum of squares, sum, max, min), alone and interleaved with the hash block by block, against
-  twinrun's ``digest_and_stats`` and raw ``xxh3_128`` on a 50 MB float32 tensor. It needs Numba, which
+  twinrun's ``digest_and_stats``, NumPy's block-wise cast alone and raw ``xxh3_128`` on a 50 MB
+  float32 tensor. It needs Numba, which
   twinrun does not depend on: without it this part says so and is skipped (install it in a venv of
   your own: ``pip install numba``).
 - **kept values outside SQLite.** A step of 400 small events keeps 800 KB of values; committing
   them as one blob through SQLite's WAL (the writer's settings: 64 KiB pages, synchronous=NORMAL),
   against the same bytes appended to a plain file with ``os.write`` (as safe against a killed process:
-  both sit in the page cache until the OS writes them).
+  both sit in the page cache until the OS writes them). On the shared development machine the plain
+  file was not cheaper: new bytes in the page cache cost about what SQLite's reused WAL pages do.
 
 CPU time (``time.process_time``), medians of interleaved rounds.
 
@@ -49,57 +51,64 @@ def cpu_ms(fn: Callable[[], object], rounds: int = 9) -> float:
 
 
 def fused_kernel() -> None:
+    x = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    buf = np.empty(BLOCK)
+
+    def cast_only() -> None:
+        for i in range(0, x.size, BLOCK):
+            np.copyto(buf, x[i:i + BLOCK], casting="unsafe")
+
+    parts: dict[str, Callable[[], object]] = {
+        "raw xxh3_128": lambda: xxhash.xxh3_128(x).digest(),
+        "twinrun digest_and_stats (NumPy)": lambda: digest_and_stats(x, "float32"),
+        "NumPy's float32 -> float64 cast alone": cast_only,
+    }
     try:
         import numba
     except ImportError:
+        numba = None
         print("float64 stats, compiled: skipped (Numba is not installed; `pip install numba` in a venv of "
               "your own)")
-        return
+    if numba is not None:
+        @numba.njit(boundscheck=False, fastmath=True)
+        def sums(x: np.ndarray) -> tuple[float, float, float, float]:
+            lanes = 16
+            ss, s = np.zeros(lanes), np.zeros(lanes)
+            hi, lo = np.full(lanes, -np.inf, np.float32), np.full(lanes, np.inf, np.float32)
+            n = x.size // lanes * lanes
+            for i in range(0, n, lanes):
+                for j in range(lanes):
+                    v = x[i + j]
+                    d = np.float64(v)
+                    ss[j] += d * d
+                    s[j] += d
+                    hi[j] = v if v > hi[j] else hi[j]
+                    lo[j] = v if v < lo[j] else lo[j]
+            a, b = ss.sum(), s.sum()
+            for i in range(n, x.size):
+                d = np.float64(x[i])
+                a += d * d
+                b += d
+            return a, b, float(hi.max()), float(lo.min())
 
-    @numba.njit(boundscheck=False, fastmath=True)
-    def sums(x: np.ndarray) -> tuple[float, float, float, float]:
-        lanes = 16
-        ss, s = np.zeros(lanes), np.zeros(lanes)
-        hi, lo = np.full(lanes, -np.inf, np.float32), np.full(lanes, np.inf, np.float32)
-        n = x.size // lanes * lanes
-        for i in range(0, n, lanes):
-            for j in range(lanes):
-                v = x[i + j]
-                d = np.float64(v)
-                ss[j] += d * d
-                s[j] += d
-                hi[j] = v if v > hi[j] else hi[j]
-                lo[j] = v if v < lo[j] else lo[j]
-        a, b = ss.sum(), s.sum()
-        for i in range(n, x.size):
-            d = np.float64(x[i])
-            a += d * d
-            b += d
-        return a, b, float(hi.max()), float(lo.min())
+        def fused(x: np.ndarray) -> str:
+            h = xxhash.xxh3_128()
+            for i in range(0, x.size, BLOCK):
+                blk = x[i:i + BLOCK]
+                h.update(blk)
+                sums(blk)
+            return h.hexdigest()
 
-    def fused(x: np.ndarray) -> str:
-        h = xxhash.xxh3_128()
-        for i in range(0, x.size, BLOCK):
-            blk = x[i:i + BLOCK]
-            h.update(blk)
-            sums(blk)
-        return h.hexdigest()
-
-    x = np.random.default_rng(0).standard_normal(N).astype(np.float32)
-    sums(x[:100])  # compile
-    parts = {
-        "raw xxh3_128": lambda: xxhash.xxh3_128(x).digest(),
-        "twinrun digest_and_stats (NumPy)": lambda: digest_and_stats(x, "float32"),
-        "compiled stats alone": lambda: sums(x),
-        "compiled stats + xxh3, fused per block": lambda: fused(x),
-    }
+        sums(x[:100])  # compile
+        parts["compiled stats alone"] = lambda: sums(x)
+        parts["compiled stats + xxh3, fused per block"] = lambda: fused(x)
     got: dict[str, list[float]] = {k: [] for k in parts}
     for _ in range(3):
         for k, fn in parts.items():
             got[k].append(cpu_ms(fn))
     raw = statistics.median(got["raw xxh3_128"])
-    print(f"float64 stats, compiled (Numba {numba.__version__}); {N / 1e6:.1f} M float32 ({4 * N / 1e6:.0f} MB), "
-          "CPU ms:")
+    compiled = f", compiled with Numba {numba.__version__}" if numba is not None else ""
+    print(f"float64 stats{compiled}; {N / 1e6:.1f} M float32 ({4 * N / 1e6:.0f} MB), CPU ms:")
     for k, v in got.items():
         m = statistics.median(v)
         print(f"  {k:<42} {m:7.2f}  {m / raw:5.2f}x raw xxh3_128  {m / N * 1e6:5.2f} ns/element")
