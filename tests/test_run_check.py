@@ -222,7 +222,7 @@ def test_check_html_bad_input_is_refused_before_any_run(tmp_path):
     notes = tmp_path / "notes.html"
     notes.write_text("<p>my notes</p>")
     r = twinrun("check", "--html", notes, "--json", CNN, cwd=tmp_path)
-    one_line_error(r, "cannot write the report", str(notes), "not a twinrun report")   # one line: no run started
+    one_line_error(r, "the report path", str(notes), "not a twinrun report")   # one line: no run started
     assert r.stdout == "" and notes.read_text() == "<p>my notes</p>"
     one_line_error(twinrun("check", "--html", tmp_path / "no" / "c.html", CNN), "does not exist")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.html"]

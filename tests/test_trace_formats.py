@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hardening_support import copy, edit
 from test_compare import train
+from twinrun._errors import BadTraceError
 from twinrun.comparison import diff
 from twinrun.recording import Recorder, record
 from twinrun.trace import SCHEMA_VERSION, Trace, TraceWriter, batch, digest, stats
@@ -303,3 +305,59 @@ def test_diff_reads_no_event_of_the_identical_steps_before_the_divergence(tmp_pa
     assert c.first_divergence is not None and c.first_divergence.step == 3
     assert c.first_divergence.before_checked == ["init", "input", "forward", "loss", "grad", "param"]
     assert min(s for s in read if s is not None) == 3 and c.events_compared == 2 + 6 * 8
+
+
+# --- issue 12's reading rules on both schema versions ------------------------------------------------
+
+
+def _packed_trace(path: Path) -> Path:
+    """A schema-2 trace whose small float32 events are packed (a Recorder's batch), values kept."""
+    with record(path) as rec:
+        for _ in range(2):
+            rec.event("forward", "a", np.arange(6, dtype=np.float32))
+            rec.event("param", "w", np.ones(4, np.float32))
+            rec.end_step()
+    return path
+
+
+def test_each_schema_version_is_checked_against_its_own_tables(tmp_path):
+    old, new = tmp_path / "old.trace", _packed_trace(tmp_path / "new.trace")
+    write_v1(old, VALUES)
+    v1_with_packed = edit(copy(old, tmp_path / "v1p.trace"), "CREATE TABLE packed (step INTEGER PRIMARY KEY)")
+    with pytest.raises(BadTraceError, match="table 'packed'"):
+        Trace.open(v1_with_packed)
+    v2_without = edit(copy(new, tmp_path / "v2.trace"), "DROP TABLE step_values")
+    with pytest.raises(BadTraceError, match="no table 'step_values'"):
+        Trace.open(v2_without)
+    v2_as_v1 = edit(copy(new, tmp_path / "v2v1.trace"), "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with pytest.raises(BadTraceError, match="table"):
+        Trace.open(v2_as_v1)
+    v0 = edit(copy(new, tmp_path / "v0.trace"), "UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    with pytest.raises(BadTraceError, match="bad schema version"):
+        Trace.open(v0)
+
+
+PACKED_ATTACKS = {
+    "idx": b"\x01\x02\x03", "phases": "x", "names": "[" * 10_000 + "]" * 10_000, "shapes": '[[-1]]',
+    "shape_ix": b"\xff\xff\xff\x7f", "digests": "abc", "stats": 1.5, "nonfinite": b"\xff" * 8,
+    "value_off": b"\xff\xff\xff\xff\xff\xff\xff\x7f" * 2,
+}
+
+
+@pytest.mark.parametrize("column", sorted(PACKED_ATTACKS))
+def test_every_column_of_a_packed_row_is_checked(tmp_path, column):
+    """Each column of ``packed`` set to what twinrun never writes: one BadTraceError naming the file when
+    the events, counts or values of the step are read (diff, check), never another exception."""
+    good = _packed_trace(tmp_path / "good.trace")
+    bad = edit(copy(good, tmp_path / "bad.trace"), (f"UPDATE packed SET {column} = ?", (PACKED_ATTACKS[column],)))
+    with pytest.raises(BadTraceError, match=r"bad\.trace"), Trace.open(bad) as t:
+        t.check()
+
+
+def test_a_kept_value_out_of_its_steps_blob_is_an_error_not_a_short_array(tmp_path):
+    good = _packed_trace(tmp_path / "good.trace")
+    for i, sql in enumerate(["UPDATE step_values SET data = x'00'", "DELETE FROM step_values",
+                             "UPDATE step_values SET data = 'abc'"]):
+        bad = edit(copy(good, tmp_path / f"bad{i}.trace"), sql)
+        with pytest.raises(BadTraceError, match=rf"bad{i}\.trace"), Trace.open(bad) as t:
+            t.check()

@@ -3,7 +3,9 @@
 ``run`` (``runner.launch``, doctor's experiments, sweep's runs) starts the command in a new session,
 waits for it with an optional time limit, and kills the whole group (the script and anything it
 started: DataLoader workers, a process pool) when the limit passes or the caller is interrupted.
-``kill_all`` stops every child still running, for a caller that is shutting down.
+``kill_all`` stops every child still running, for a caller that is shutting down. On Linux every
+child starts through ``_lifeline`` (a parent-death signal), so even ``kill -9`` of twinrun, which
+runs no cleanup code, takes its children with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
+
+from ._lifeline import lifeline_argv
 
 __all__ = ["ChildResult", "kill_all", "run"]
 
@@ -45,8 +49,10 @@ def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | 
     """
     stdout: int | IO[bytes] = subprocess.PIPE if capture_stdout else subprocess.DEVNULL
     t0 = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), cwd=cwd, env=dict(env) if env is not None else None, stdout=stdout,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL if stdin_devnull else None,
+    # The child dies with this process (kill -9 included). The signal follows the thread that starts
+    # the child, and this one waits for it below.
+    proc = subprocess.Popen(lifeline_argv(list(cmd)), cwd=cwd, env=dict(env) if env is not None else None,
+                            stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL if stdin_devnull else None,
                             start_new_session=True)
     with _lock:
         _live.add(proc)

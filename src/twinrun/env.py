@@ -8,7 +8,8 @@
 
 ``capture()`` imports no framework: framework facts (PyTorch's CPU capability, TF32, deterministic
 flags) are read from the adapters of frameworks the program has already imported. Environment
-variables enter only by allow-list, and allow-listed names that look like secrets are dropped.
+variables enter only by allow-list, allow-listed names that look like secrets are dropped, and
+secrets inside the values of the others are redacted (``twinrun.redact``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from . import frameworks as _fw
 from ._errors import UsageError
 from .cpu import cpu_info
+from .redact import redact_env
 
 __all__ = [
     "ENV_PATTERNS",
@@ -110,7 +112,8 @@ def _env_vars() -> tuple[dict[str, str], int]:
             withheld += 1
             continue
         out[name] = os.environ[name]
-    return out, withheld
+    # An allowed name can still carry a secret in its value (a URL password, --token=..., a signed URL).
+    return redact_env(out), withheld
 
 
 def _gpu() -> dict[str, Any]:

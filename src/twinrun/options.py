@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,17 @@ from ._errors import UsageError
 from .seeding import seed_value
 from .trace.events import PHASES, Phase
 
-__all__ = ["RecordOptions", "RunOptions", "add_nproc_argument", "add_record_arguments", "add_run_arguments",
-           "add_script_argument", "check_lock", "check_script", "parse_capture", "positive_int", "seed_value"]
+__all__ = ["MAX_RESAMPLES", "MAX_SEEDS", "MAX_THREADS", "MAX_TIMEOUT", "RecordOptions", "RunOptions",
+           "add_nproc_argument", "add_record_arguments", "add_run_arguments", "add_script_argument", "check_lock",
+           "check_script", "parse_capture", "positive_int", "seed_value", "timeout_seconds"]
+
+# Upper bounds, each far above any real use and far below what breaks: 100,000 OpenMP threads crash
+# PyTorch; a billion seeds or a trillion bootstrap resamples fill memory before anything runs; a
+# timeout past ~10**9 s overflows the kernel's timer.
+MAX_THREADS = 1024
+MAX_SEEDS = 100_000
+MAX_RESAMPLES = 1_000_000
+MAX_TIMEOUT = 10_000_000.0
 
 
 # --- single values ---------------------------------------------------------------------------------
@@ -38,8 +48,10 @@ def _label(name: str) -> str:
     return f"{name} (--{name.replace('_', '-')})"
 
 
-def positive_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = True) -> int | None:
-    """``value`` (an int, or the text of one) as a whole number >= ``minimum``, else a one-line UsageError."""
+def positive_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = True,
+                 maximum: int | None = None) -> int | None:
+    """``value`` (an int, or the text of one) as a whole number >= ``minimum`` (and <= ``maximum``), else a
+    one-line UsageError."""
     if value is None and allow_none:
         return None
     v: int | None
@@ -53,6 +65,32 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = 
         v = None
     if v is None or v < minimum:
         raise UsageError(f"{_label(name)} must be a whole number >= {minimum}, not {value!r}")
+    if maximum is not None and v > maximum:
+        raise UsageError(f"{_label(name)} must be a whole number from {minimum} to {maximum:,}, not {v:,}")
+    return v
+
+
+def timeout_seconds(value: Any, name: str = "timeout") -> float | None:
+    """``value`` (a number, or its text) as a time limit in seconds: finite and > 0 (None: no limit).
+
+    >>> timeout_seconds("2.5")
+    2.5
+    >>> timeout_seconds("nan")
+    Traceback (most recent call last):
+    ...
+    twinrun._errors.UsageError: timeout (--timeout) must be a number of seconds > 0, not 'nan'
+    """
+    if value is None:
+        return None
+    try:
+        v = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or v <= 0:
+        raise UsageError(f"{_label(name)} must be a number of seconds > 0, not {value!r}")
+    if v > MAX_TIMEOUT:
+        raise UsageError(f"{_label(name)} must be at most {MAX_TIMEOUT:,.0f} seconds, not {value!r}; leave it out "
+                         "for no limit")
     return v
 
 
@@ -112,6 +150,9 @@ class RecordOptions:
         object.__setattr__(self, "max_steps", positive_int("max_steps", self.max_steps))
         if self.against is not None:
             object.__setattr__(self, "against", str(self.against))
+        if self.keep_going and self.against is None:
+            raise UsageError("keep_going (--keep-going) only applies with against (--against REF.trace): it records "
+                             "past the first divergence from the reference; add --against or drop --keep-going")
 
     @classmethod
     def create(cls, *, capture: str | Iterable[str] | None = None, every: int | str = 1,
@@ -142,6 +183,7 @@ class RunOptions:
     interventions: tuple[str, ...] = ()           # twinrun.interventions applied before the script
     nproc: int | None = None                      # launch N ranks through torch.distributed (--nproc)
     lock: str | None = None                       # the environment lock whose sha256 the trace header carries
+    timeout: float | None = None                  # end the script (exit 3) after this many seconds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "script", str(check_script(self.script)))
@@ -150,11 +192,12 @@ class RunOptions:
             object.__setattr__(self, "output", str(self.output))
         if self.seed is not None:
             object.__setattr__(self, "seed", seed_value(self.seed))
-        object.__setattr__(self, "threads", positive_int("threads", self.threads))
+        object.__setattr__(self, "threads", positive_int("threads", self.threads, maximum=MAX_THREADS))
         object.__setattr__(self, "interventions", _intervention_names(self.interventions))
         object.__setattr__(self, "nproc", positive_int("nproc", self.nproc))
         if self.lock is not None:
             object.__setattr__(self, "lock", str(check_lock(self.lock)))
+        object.__setattr__(self, "timeout", timeout_seconds(self.timeout))
 
     @classmethod
     def create(cls, script: str | os.PathLike[str], args: Sequence[Any] = (), *,
@@ -163,15 +206,15 @@ class RunOptions:
                against: str | os.PathLike[str] | None = None, keep_going: bool = False,
                seed: int | str | None = None, deterministic: bool = False, threads: int | str | None = None,
                interventions: str | Iterable[str] = (), nproc: int | str | None = None,
-               lock: str | os.PathLike[str] | None = None) -> RunOptions:
+               lock: str | os.PathLike[str] | None = None, timeout: float | str | None = None) -> RunOptions:
         """Options from Python values or command-line text, validated (one-line ``UsageError``)."""
         rec = RecordOptions.create(capture=capture, every=every, max_steps=max_steps, against=against,
                                    keep_going=keep_going)
         names = interventions.split(",") if isinstance(interventions, str) else list(interventions)
         return cls(str(script), tuple(map(str, args)), None if output is None else str(output), rec,
                    None if seed is None else seed_value(seed), bool(deterministic),
-                   positive_int("threads", threads), tuple(names), positive_int("nproc", nproc),
-                   None if lock is None else str(lock))
+                   positive_int("threads", threads, maximum=MAX_THREADS), tuple(names), positive_int("nproc", nproc),
+                   None if lock is None else str(lock), timeout_seconds(timeout))
 
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with some fields changed (``record`` fields by name too: ``max_steps=3``)."""
@@ -209,6 +252,8 @@ class RunOptions:
             argv += ["--nproc", str(self.nproc)]
         if self.lock is not None:
             argv += ["--lock", self.lock]
+        if self.timeout is not None:
+            argv += ["--timeout", repr(self.timeout)]
         return [*argv, self.script, "--", *self.args]
 
     @classmethod
@@ -227,7 +272,7 @@ class RunOptions:
             output=getattr(ns, "output", None), capture=ns.capture, every=ns.every, max_steps=ns.max_steps,
             against=ns.against, keep_going=ns.keep_going, seed=ns.seed, deterministic=ns.deterministic,
             threads=ns.threads, interventions=ns.intervene or (), nproc=getattr(ns, "nproc", None),
-            lock=getattr(ns, "lock", None))
+            lock=getattr(ns, "lock", None), timeout=getattr(ns, "timeout", None))
         values.update(overrides)
         return cls.create(ns.script, ns.script_args, **values)
 
@@ -235,7 +280,7 @@ class RunOptions:
         return {"script": self.script, "args": list(self.args), "output": self.output,
                 "record": self.record.to_dict(), "seed": self.seed, "deterministic": self.deterministic,
                 "threads": self.threads, "interventions": list(self.interventions), "nproc": self.nproc,
-                "lock": self.lock}
+                "lock": self.lock, "timeout": self.timeout}
 
 
 def _intervention_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -275,6 +320,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="call twinrun.deterministic(threads=N) before the script")
     g.add_argument("--intervene", metavar="NAMES", default=None,
                    help="apply these twinrun.interventions (comma list) before the script")
+    g.add_argument("--timeout", metavar="SECONDS", default=None,
+                   help="end a run that takes longer than this (exit 3; its trace is kept)")
     g.add_argument("--lock", metavar="FILE", default=None,
                    help="the environment lock the run was installed from (its sha256 goes into the trace header; "
                         "default: uv.lock, pylock.toml or requirements*.txt found next to the script)")

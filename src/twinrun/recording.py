@@ -20,13 +20,13 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from . import _active, ranks
-from ._errors import UsageError
+from ._errors import BadTraceError, UsageError
 from ._format import to_jsonable
 from .comparison import Divergence, Structural, captured_phases, first_divergence
 from .options import RecordOptions
@@ -43,7 +43,8 @@ MAX_OPEN_EVENTS = 1_000_000
 
 
 class StopRun(BaseException):
-    """Raised by ``Recorder.end_step`` to end the run cleanly: ``reason`` is "max-steps" or "diverged".
+    """Raised by ``Recorder.end_step`` to end the run cleanly: ``reason`` is "max-steps", "diverged", or
+    "bad-reference" (the ``against`` trace could not be read; ``Recorder.reference_error`` says why).
 
     A BaseException, so that a user's ``except Exception`` does not swallow it.
     """
@@ -95,6 +96,7 @@ class Recorder:
         self.step = 0
         self.divergence: Divergence | Structural | None = None
         self.stop_reason: str | None = None
+        self.reference_error: str | None = None   # the reference could not be read mid-run
         self.closed = False
         self._batch = StepBatch()
         self._handed: list[Event] = []        # events of the open step already with the writer (--against)
@@ -221,7 +223,13 @@ class Recorder:
                 events, self._handed = self._handed, []
                 self.writer.commit_step(step)
                 if self.against is not None and self.divergence is None and step in self._ref_steps:
-                    found = self._compare_step(step, events)
+                    try:
+                        found = self._compare_step(step, events)
+                    except BadTraceError as e:
+                        # Raised inside the script's loop, a script's `except Exception` could swallow it:
+                        # end the run (StopRun is a BaseException) and let the caller report it.
+                        self.reference_error, self.stop_reason = str(e), "bad-reference"
+                        raise StopRun("bad-reference", str(e)) from None
                     if found is not None:
                         self.divergence = found
                         self.writer.set_meta("divergence", self.divergence_record())
@@ -307,7 +315,9 @@ class Recorder:
                 self._uninstall.pop()()
             _active.remove_recorder(self)
             if status is None or status == Status.COMPLETE:
-                if self.divergence is not None:
+                if self.reference_error is not None:
+                    status = Status.FAILED
+                elif self.divergence is not None:
                     status = Status.DIVERGED
                 elif self.stop_reason == "max-steps":
                     status = Status.STOPPED
@@ -377,9 +387,14 @@ def _reference_and_options(options: RecordOptions | None,
 def build_header(extra: dict[str, Any] | None = None, *, lock: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The trace header: twinrun's version, the command, seeds, determinism settings, environment (with
     the sha256 of the environment's lock: ``lock``, else the one found next to the script), and under a
-    multi-process launcher the rank (``distributed``)."""
+    multi-process launcher the rank (``distributed``).
+
+    Secrets are redacted by value as well as by name (``twinrun.redact``): the command line and the
+    script's arguments (``--api-key X``), URL passwords and signed-URL signatures in variables.
+    """
     from . import __version__, determinism, env, ranks
     from .lock import lock_fingerprint
+    from .redact import redact_json
 
     seeds = _active.current_seeds()
     environment = env.capture()
@@ -401,27 +416,30 @@ def build_header(extra: dict[str, Any] | None = None, *, lock: str | os.PathLike
         header["distributed"] = rank.to_dict()
     if extra:
         header.update(to_jsonable(extra))
-    return header
+    return redact_json(header)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
 def record(path: str | os.PathLike[str], *, header: dict[str, Any] | None = None,
            value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
            options: RecordOptions | None = None, lock: str | os.PathLike[str] | None = None,
+           protected: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
            **option_values: Any) -> Iterator[Recorder]:
     """Record everything the program computes inside the block into the trace at ``path``.
 
     Hooks the frameworks already imported and those imported inside the block. ``max_steps`` and
     ``against`` end the block early and cleanly (``StopRun`` is caught here). The other options
     are ``Recorder``'s. ``lock``: the environment's lock file, whose sha256 the header carries (default:
-    the one found next to the script). Yields the Recorder.
+    the one found next to the script). Yields the Recorder. ``path`` must be new, empty or a trace (never
+    another file, the ``against`` reference or a ``protected`` ``(label, path)``: a one-line ``UsageError``).
 
     >>> with record("run.trace", max_steps=50):      # doctest: +SKIP
     ...     train()
     """
     reference, options = _reference_and_options(options, option_values)   # bad options: before the file
+    keep = [*protected, ("the --against reference", reference.path if reference else options.against)]
     writer = TraceWriter(path, build_header(header, lock=lock), value_threshold=value_threshold,
-                         value_budget=value_budget)
+                         value_budget=value_budget, protected=keep)
     try:
         recorder = Recorder(writer, options, against=reference) if reference else Recorder(writer, options)
     except BaseException:
@@ -432,6 +450,8 @@ def record(path: str | os.PathLike[str], *, header: dict[str, Any] | None = None
         yield recorder
     except StopRun:
         recorder.close()
+        if recorder.reference_error is not None:
+            raise BadTraceError(recorder.reference_error) from None
     except BaseException:
         recorder.close(Status.FAILED)
         raise

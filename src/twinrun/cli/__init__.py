@@ -31,15 +31,23 @@ _MODULES = [
     "twinrun.cli.env",
     "twinrun.cli.sweep",
     "twinrun.cli.report",
+    "twinrun.cli.redact",
 ]
 
+
+
+# The longest error line printed (a message quoting a 5,000-character name is cut, and says so).
+_LINE = 900
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage in one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str):
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from .._display import shown
+        from ..redact import redact_text
+
+        sys.stderr.write(f"{self.prog}: error: {shown(redact_text(message), _LINE)} (see {self.prog} --help)\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -61,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .._display import shown
+    from ..redact import redact_text
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -70,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TwinrunError as e:
-        print(f"twinrun {args.command}: error: {e}", file=sys.stderr)
+        # a message may quote a name or value from a file: escaped, capped, one line
+        print(f"twinrun {args.command}: error: {shown(redact_text(str(e)), _LINE)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"twinrun {args.command}: interrupted", file=sys.stderr)
@@ -78,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in twinrun: one line unless asked for the traceback
         if os.environ.get("TWINRUN_DEBUG"):
             raise
-        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {e} "
+        print(f"twinrun {args.command}: internal error: {type(e).__name__}: {shown(redact_text(str(e)), _LINE)} "
               "(rerun with TWINRUN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -55,8 +55,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def render(d: Any) -> None:
     """The terminal view: the verdict and the fix first, then the evidence."""
-    from rich.markup import escape
+    from rich.markup import escape as markup_escape
     from rich.table import Table
+
+    from .._display import shown
+
+    def escape(text: Any, limit: int = 2000) -> str:
+        # layer names, call sites and environment values come from a trace or a script
+        return markup_escape(shown(text, limit))
 
     out = console()
     colour = "green" if d.verdict == "reproducible" else "red"
@@ -74,7 +80,7 @@ def render(d: Any) -> None:
         if e.rank is not None:
             where = f"rank {e.rank}: " + (where if fd else (e.note or ""))
         ident = "—" if e.identical is None else ("yes" if e.identical else "no")
-        t.add_row(escape(e.name), escape(e.changed), str(e.runs), ident, escape(where))
+        t.add_row(escape(e.name, 200), escape(e.changed), str(e.runs), ident, escape(where, 300))
     out.print(t)
     if d.portability:
         isa = d.portability.get("cpu-isa")
@@ -83,7 +89,8 @@ def render(d: Any) -> None:
     if d.environment:
         top = d.environment[:5]
         out.print("environment differences (most likely first): " + escape(
-            "; ".join(f"{x['key']}: {x['a']} vs {x['b']} ({x.get('rank') or '?'})" for x in top)))
+            "; ".join(f"{shown(x['key'], 80)}: {shown(x['a'], 80)} vs {shown(x['b'], 80)} ({x.get('rank') or '?'})"
+                      for x in top), 4000))
     if d.nproc:
         out.print(f"[dim]each run: {d.nproc} ranks through torch.distributed, compared rank k against rank k[/]")
     out.print(f"[dim]{d.reruns} runs, {d.seconds:.1f} s, {d.max_steps} steps each[/]")

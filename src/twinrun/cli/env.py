@@ -42,11 +42,10 @@ def _capture(args) -> int:
     fp = env.capture()
     fp["lock"] = _lock_here()
     if args.output:
-        path = Path(args.output)
-        try:
-            path.write_text(json.dumps(to_jsonable(fp), indent=2) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"cannot write {path}: {e.strerror}; choose a writable path for -o") from None
+        from .._artifacts import Kind, write_text
+
+        # only onto nothing, an empty file or a fingerprint; through a temporary name renamed into place
+        path = write_text(args.output, json.dumps(to_jsonable(fp), indent=2) + "\n", Kind.ENV)
         progress(args, f"wrote {path}")
     if args.json:
         emit_json(fp)
@@ -81,43 +80,50 @@ def _framework_names(text: str) -> list[str]:
 
 def _show(fp: dict) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from .._display import shown
 
     c = console()
     t = Table(title="twinrun env", show_header=False, box=None, pad_edge=False)
+
+    def row(key: str, value: str) -> None:   # values come from the environment: escaped, never markup
+        t.add_row(key, Text(shown(value, 1000)))
+
     t.add_column(style="bold")
     t.add_column()
     cpu = fp["cpu"]
     isa = _isa_summary(cpu.get("flags", []))
-    t.add_row("host", f"{fp['host']['hostname']}  ({fp['os']['system']} {fp['os']['release']}, "
-                      f"{fp['os']['machine']}, {fp['libc'].get('name') or 'libc'} {fp['libc'].get('version') or '?'})")
-    t.add_row("python", f"{fp['python']['version']} ({fp['python']['implementation']})")
-    t.add_row("cpu", f"{cpu.get('model') or '?'}  ISA: {isa}  cores usable {cpu.get('usable')} of {cpu.get('count')}")
+    row("host", f"{fp['host']['hostname']}  ({fp['os']['system']} {fp['os']['release']}, "
+                f"{fp['os']['machine']}, {fp['libc'].get('name') or 'libc'} {fp['libc'].get('version') or '?'})")
+    row("python", f"{fp['python']['version']} ({fp['python']['implementation']})")
+    row("cpu", f"{cpu.get('model') or '?'}  ISA: {isa}  cores usable {cpu.get('usable')} of {cpu.get('count')}")
     if fp.get("gpu"):
         g = fp["gpu"]
-        t.add_row("gpu", f"{', '.join(g.get('models') or []) or '?'}  (driver {g.get('nvidia_driver')})")
+        row("gpu", f"{', '.join(g.get('models') or []) or '?'}  (driver {g.get('nvidia_driver')})")
     pk = fp["packages"]
     main = [n for n in ("numpy", "scipy", "torch", "tensorflow", "tensorflow-cpu", "keras", "jax", "jaxlib") if n in pk]
-    t.add_row("packages", ", ".join(f"{n} {pk[n]['version']}" for n in main) or "-")
+    row("packages", ", ".join(f"{n} {pk[n]['version']}" for n in main) or "-")
     nv = [n for n in pk if n.startswith("nvidia-")]
     if nv:
-        t.add_row("", f"{len(nv)} nvidia-* libraries")
+        row("", f"{len(nv)} nvidia-* libraries")
     for key, lib in fp["threadpools"].items():
         owner, api, _ = key.split(":", 2)
         extra = ", ".join(filter(None, [lib.get("threading_layer"), lib.get("architecture")]))
-        t.add_row("threads" if key == next(iter(fp["threadpools"])) else "",
-                  f"{owner}: {lib['internal_api']}{' ' + lib['version'] if lib.get('version') else ''} "
-                  f"({api}), {lib['num_threads']} threads{', ' + extra if extra else ''}")
+        row("threads" if key == next(iter(fp["threadpools"])) else "",
+            f"{owner}: {lib['internal_api']}{' ' + lib['version'] if lib.get('version') else ''} "
+            f"({api}), {lib['num_threads']} threads{', ' + extra if extra else ''}")
     for name, info in fp["frameworks"].items():
         if name == "numpy":
             continue
-        t.add_row(name, _framework_summary(name, info))
+        row(name, _framework_summary(name, info))
     ev = fp["env_vars"]
-    t.add_row("env vars", ", ".join(f"{k}={v}" for k, v in ev.items()) or "none of the numerics-relevant ones")
+    row("env vars", ", ".join(f"{k}={v}" for k, v in ev.items()) or "none of the numerics-relevant ones")
     lk = fp.get("lock")
-    t.add_row("lock", f"{lk['path']} ({lk['format']}, sha256 {lk['sha256'][:12]})" if lk else
-              "none found here (uv.lock, pylock.toml, requirements*.txt); write one with: twinrun env freeze -o FILE")
+    row("lock", f"{lk['path']} ({lk['format']}, sha256 {lk['sha256'][:12]})" if lk else
+        "none found here (uv.lock, pylock.toml, requirements*.txt); write one with: twinrun env freeze -o FILE")
     if fp.get("env_vars_withheld"):
-        t.add_row("", f"{fp['env_vars_withheld']} allow-listed name(s) withheld (secret-looking, or Terraform's TF_*)")
+        row("", f"{fp['env_vars_withheld']} allow-listed name(s) withheld (secret-looking, or Terraform's TF_*)")
     c.print(t)
     if not any(n in fp["frameworks"] for n in ("torch", "tensorflow", "jax")):
         c.print("[dim]no framework loaded: add --frameworks installed for their settings "
@@ -133,7 +139,7 @@ def _isa_summary(flags: list[str]) -> str:
 
 def _framework_summary(name: str, info: dict) -> str:
     if "error" in info:
-        return f"[red]{info['error']}[/red]"
+        return f"error: {info['error']}"
     if name == "torch":
         return (f"{info['version']} capability {info['cpu_capability']}, {info['num_threads']} threads, "
                 f"deterministic {info['deterministic_algorithms']}, "
@@ -149,20 +155,13 @@ def _framework_summary(name: str, info: dict) -> str:
 # --- twinrun env diff --------------------------------------------------------------------------------
 def _load(path_text: str) -> dict:
     from .. import env
+    from .._decode import decode_json, read_bounded
 
     path = Path(path_text)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file; write a fingerprint with: twinrun env -o {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e}); "
-                         "give a JSON file written by twinrun env -o") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not JSON ({e.msg} at line {e.lineno}); "
-                         "give a file written by twinrun env -o") from None
+    fix = f"write a fingerprint with: twinrun env -o {path}"
+    # from anywhere: not a FIFO (it would block), bounded in size and JSON depth
+    raw = read_bounded(path, what="a twinrun environment fingerprint", fix=fix, error=UsageError)
+    obj = decode_json(raw, what="the fingerprint", path=path, error=UsageError, fix=fix)
     return env.check_fingerprint(obj, str(path))
 
 
@@ -179,7 +178,9 @@ def _diff(args) -> int:
 
 
 def _short(v) -> str:
-    s = json.dumps(v) if not isinstance(v, str) else v
+    from .._display import shown
+
+    s = shown(json.dumps(v) if not isinstance(v, str) else v, 600)   # from a file: escaped, then cut
     return s if len(s) <= 60 else s[:57] + "..."
 
 
@@ -187,6 +188,9 @@ def _show_diff(d, a_name: str, b_name: str) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from .._display import shown
+
+    a_name, b_name = shown(a_name), shown(b_name)
     c = console()
     if not d.differences:
         c.print(f"[green]no differences[/green] between {escape(a_name)} and {escape(b_name)}")
@@ -205,5 +209,5 @@ def _show_diff(d, a_name: str, b_name: str) -> None:
             va, vb = _short(sorted(set(x.a) - set(x.b))) + " only", _short(sorted(set(x.b) - set(x.a))) + " only"
         else:
             va, vb = _short(x.a), _short(x.b)
-        t.add_row(f"[{style[x.rank]}]{x.rank}[/]", escape(x.key), escape(va), escape(vb), escape(x.why))
+        t.add_row(f"[{style[x.rank]}]{x.rank}[/]", escape(shown(x.key, 80)), escape(va), escape(vb), escape(x.why))
     c.print(t)

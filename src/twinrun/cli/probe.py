@@ -9,7 +9,7 @@ from typing import Any
 
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from .._format import fmt_count
-from ..options import RunOptions, add_script_argument, positive_int
+from ..options import RunOptions, add_script_argument, positive_int, timeout_seconds
 from ._output import console, emit_json, progress
 from .report import add_html_argument, check_html, write_page
 
@@ -42,22 +42,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from .._errors import UsageError
     from ..probes.checks import check_names
     from ..probes.session import ProbeScriptFailed, probe_script
 
     checks = check_names(args.checks)
     max_calls = positive_int("max_calls", args.max_calls, allow_none=False)
     assert max_calls is not None
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
+    timeout = timeout_seconds(args.timeout)   # finite and > 0: nan and inf are one line too
     options = RunOptions.create(args.script, args.script_args, seed=args.seed)
     check_html(args)   # a bad --html path: one line before any run
     try:
-        result = probe_script(options, checks, max_calls=max_calls, timeout=args.timeout,
+        result = probe_script(options, checks, max_calls=max_calls, timeout=timeout,
                               progress=lambda m: progress(args, m))
     except ProbeScriptFailed as exc:
-        sys.stderr.write(exc.stderr)
+        from .._display import shown_lines
+
+        sys.stderr.write(shown_lines(exc.stderr, max_lines=200, limit=2000) + "\n")   # the script's own, escaped
         if args.json:
             emit_json({"stable": None, "script_failed": True, "error": str(exc), "stderr_tail": exc.stderr[-4000:]})
         print(f"twinrun probe: {exc}" + ("; no page written" if args.html else ""), file=sys.stderr)
@@ -73,10 +73,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def _render(doc: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
+
+    from .._display import shown
 
     out = console()
     verdict = "SAME BITS" if doc["stable"] else "OTHER BITS"
-    out.print(f"[bold]{verdict}[/bold]  {doc['sentence']}")
+    # layer names and notes come from the script: escaped, capped, never read as markup
+    out.print(Text.assemble((verdict, "bold"), "  ", shown(doc["sentence"], 2000)))
     table = Table(show_edge=False, pad_edge=False)
     for col in ("check", "same bits", "max ULP", "rows differ", "first layer"):
         table.add_column(col, no_wrap=True)
@@ -85,17 +89,17 @@ def _render(doc: dict[str, Any]) -> None:
         same = {True: "yes", False: "NO", None: "-"}[c["stable"]]
         ulp = "-" if c["stable"] is None else ("NaN" if c["max_ulp"] is None else fmt_count(c["max_ulp"]))
         rows = "-" if c.get("rows_differing") is None else fmt_count(c["rows_differing"])
-        table.add_row(name, same, ulp, rows, c.get("first_layer") or "-")
+        table.add_row(name, same, ulp, rows, Text(shown(c.get("first_layer") or "-", 120)))
         said = "; ".join(x for x in (c.get("setting"), c.get("note")) if x)
         if said:
             notes.append(f"  {name}: {said}")
     out.print(table)
     for line in notes:
-        out.print(line, markup=False)
+        out.print(shown(line, 2000), markup=False)
     isa = doc["checks"]["isa"].get("details", {}).get("variants")
     if isa:
         out.print("instruction sets: " + ", ".join(
             f"{name} {'same' if v['stable'] else 'other bits' if v['stable'] is False else 'cannot tell'}"
             for name, v in isa.items()))
     if doc.get("skipped"):
-        out.print(f"not probed: {len(doc['skipped'])} call(s), e.g. {doc['skipped'][0]}")
+        out.print(f"not probed: {len(doc['skipped'])} call(s), e.g. {shown(doc['skipped'][0])}", markup=False)

@@ -66,14 +66,22 @@ def write_page(args: argparse.Namespace, kind: str, document: Any, **sources: st
 
 
 def _load_json(path: str) -> Any:
+    """A --json document from a file that may come from anywhere: a regular file (a FIFO would block),
+    at most 64 MiB, UTF-8 JSON at most 64 levels deep (issue 12's bounded reading)."""
+    from .._decode import DEFAULT_MAX_JSON_DEPTH, json_depth, read_bounded
+
+    fix = "give the --json output of a twinrun command"
+    raw = read_bounded(path, what="a twinrun --json document", fix=fix, error=UsageError, max_bytes=64 * 2**20)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"{path} is not UTF-8 text; give the --json output of a twinrun command") from None
+        raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
+    if json_depth(text) > DEFAULT_MAX_JSON_DEPTH:   # deeper ends in RecursionError, in json or in the page
+        raise UsageError(f"{path} is JSON nested more than {DEFAULT_MAX_JSON_DEPTH} deep; {fix}")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-                         "give the --json output of a twinrun command") from None
+        raise UsageError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {fix}") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:

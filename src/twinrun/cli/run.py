@@ -10,8 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._display import shown, shown_lines
 from .._errors import EXIT_BAD_INPUT, EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, TwinrunError, UsageError
 from ..options import RunOptions, add_run_arguments, add_script_argument, positive_int
+from ..redact import redact_argv
 from ..runner import RunResult
 from ._output import console, emit_json, progress
 from .report import add_html_argument, check_html, write_page
@@ -35,8 +37,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "name the first step, phase and layer where they part.")
     c.add_argument("--runs", metavar="N", default="2", help="how many runs to compare (default 2)")
     c.add_argument("--keep-traces", metavar="DIR", default=None, help="keep the traces in DIR")
-    c.add_argument("--timeout", metavar="SECONDS", type=float, default=None,
-                   help="kill a run that takes longer than this")
     add_html_argument(c)
     add_run_arguments(c)
     add_script_argument(c)
@@ -98,6 +98,9 @@ def _run_here(args: argparse.Namespace, options: RunOptions, rank: Any = None) -
         if rank is None or rank.launcher != "twinrun --nproc":   # under --nproc the parent says it
             progress(args, f"twinrun run: {who}trace {result.trace_path} ({result.steps} steps, {how}, "
                            f"{result.seconds:.1f} s)")
+    if result.stop_reason == "timeout":   # a failure: said even with --quiet
+        print(f"twinrun run: the script timed out after {options.timeout:g} s (--timeout); its trace up to the "
+              f"last completed step is kept at {result.trace_path}", file=sys.stderr)
     return result.exit_code
 
 
@@ -114,15 +117,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if runs < 2 and not against:
         raise UsageError(f"--runs must be at least 2 to compare runs, not {args.runs!r} "
                          "(or compare one run with a trace: --against REF.trace)")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout!r}")
     check_html(args)
 
     if args.keep_traces:
-        folder = Path(args.keep_traces)
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"--keep-traces {args.keep_traces!r} is a file; give a folder")
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = _keep_folder(args.keep_traces, 1 if against else runs, options)
         keep = True
     else:
         folder = Path(tempfile.mkdtemp(prefix="twinrun-check-"))
@@ -147,7 +145,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             limit = options.record.max_steps
             progress(args, f"twinrun check: running {script.name} against {against}"
                            + (f" (at most {limit} steps)" if limit else ""))
-            r = launch(options.replace(output=str(folder / "run-1.trace")), timeout=args.timeout)
+            r = launch(options.replace(output=str(folder / "run-1.trace")))
             results.append(r)
             progress(args, _run_line(1, 1, r))
             failed = _failure(args, r, 1)
@@ -158,7 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             for i in range(1, runs + 1):
                 progress(args, f"twinrun check: run {i}/{runs} of {script.name} in a fresh process ...")
-                r = launch(options.replace(output=str(folder / f"run-{i}.trace")), timeout=args.timeout)
+                r = launch(options.replace(output=str(folder / f"run-{i}.trace")))
                 results.append(r)
                 progress(args, _run_line(i, runs, r))
                 failed = _failure(args, r, i)
@@ -173,7 +171,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             # The lead comparison: the first that parts (the page draws its two traces).
             k = next((i for i, c in enumerate(comparisons) if not c.identical), 0)
             doc = comparisons[k].to_dict()
-            doc.update(identical=identical, script=str(script), args=list(options.args), against=against,
+            doc.update(identical=identical, script=str(script), args=redact_argv(options.args), against=against,
                        runs=[_run_info(r) for r in results], traces_kept=str(folder) if keep else None,
                        comparisons=[{**c.to_dict(), "a": str(a), "b": str(b)} for (a, b), c in zip(pairs, comparisons)])
             # Written here, inside the try: the finally below deletes the temporary traces the page reads.
@@ -192,6 +190,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_folder(text: str, runs: int, options: RunOptions) -> Path:
+    """The --keep-traces folder, made if need be, after checking that no run-N.trace in it is a user's
+    file or the --against reference (one line, exit 2, before any run)."""
+    from .._artifacts import Kind, check_target
+
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--keep-traces {text!r} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--keep-traces {text!r}: cannot make that folder ({e.strerror}); give a folder you "
+                         "can write in") from None
+    protected = [("the --against reference", options.record.against), ("the script", options.script)]
+    for i in range(1, runs + 1):
+        check_target(folder / f"run-{i}.trace", Kind.TRACE, protected=protected, option="--keep-traces")
+    return folder
 
 
 def _run_info(r: RunResult) -> dict[str, Any]:
@@ -215,10 +232,11 @@ def _failure(args: argparse.Namespace, r: RunResult, i: int) -> int | None:
         return None
     if r.exit_code == EXIT_BAD_INPUT:
         # The child's own one-line message (bad options, unreadable reference).
-        line = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "bad input"
+        line = shown(r.stderr.strip().splitlines()[-1], 1000) if r.stderr.strip() else "bad input"
         print(line.replace("twinrun run:", "twinrun check:", 1), file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.stderr.write(r.stderr)  # the script's own traceback
+    # the script's own traceback, with anything that would act on the terminal escaped
+    sys.stderr.write(shown_lines(r.stderr, max_lines=200, limit=2000) + "\n")
     why = "timed out" if r.status == "timeout" else f"failed (exit code {r.exit_code})"
     if args.json:
         emit_json({"identical": None, "script_failed": True, "failed_run": i, "runs": [_run_info(r)],

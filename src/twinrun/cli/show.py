@@ -35,11 +35,16 @@ def summary(path: str | Path) -> dict[str, Any]:
     from ..trace import PHASES, Trace
 
     with Trace.open(path) as t:
+        t.check()   # every event and value read once: a corrupt trace is one line, never shown as "complete"
         counts = t.event_counts()
         header = t.header
         seeds = header.get("seeds") if isinstance(header.get("seeds"), dict) else None
-        env = header.get("env") if isinstance(header.get("env"), dict) else {}
+        env = header.get("env")
+        env = env if isinstance(env, dict) else {}
+        host = env.get("host")
+        host = host if isinstance(host, dict) else {}
         recorder = t.meta("recorder") or {}
+        frameworks = t.meta("frameworks")
         per_step = [{"step": s, "events": {p: c[p] for p in PHASES if p in c}} for s, c in sorted(counts.items())]
         return {
             "trace": str(path),
@@ -47,20 +52,29 @@ def summary(path: str | Path) -> dict[str, Any]:
             "steps": len(counts),
             "events": sum(sum(c.values()) for c in counts.values()),
             "per_step": per_step,
-            "script": header.get("script"),
-            "script_args": header.get("script_args"),
-            "created": header.get("created"),
-            "twinrun": header.get("twinrun"),
-            "frameworks": t.meta("frameworks"),
+            "script": _text(header.get("script")),
+            "script_args": _texts(header.get("script_args")),
+            "created": _text(header.get("created")),
+            "twinrun": _text(header.get("twinrun")),
+            "frameworks": _texts(frameworks),
             "capture": captured_phases(t),
             "max_steps": recorder.get("max_steps") if isinstance(recorder, dict) else None,
             "seed": None if seeds is None else seeds.get("root"),
-            "python": header.get("python"),
-            "host": (env.get("host") or {}).get("hostname") if isinstance(env, dict) else None,
+            "python": _text(header.get("python")),
+            "host": _text(host.get("hostname")),
             "divergence": t.meta("divergence"),
             "seen": t.meta("seen") if isinstance(t.meta("seen"), dict) else None,
             "notes": t.meta("notes") or [],
         }
+
+
+def _text(v: Any) -> str | None:
+    """A header value that should be text (a file from elsewhere may hold anything there)."""
+    return v if isinstance(v, str) else None
+
+
+def _texts(v: Any) -> list[str] | None:
+    return [str(x) for x in v] if isinstance(v, list) else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
+    from .._display import shown
+
     out = console()
     steps = doc["steps"]
-    lead = (f"{doc['trace']}: {fmt_count(steps)} step{'s' if steps != 1 else ''} recorded, "
+    lead = (f"{shown(doc['trace'])}: {fmt_count(steps)} step{'s' if steps != 1 else ''} recorded, "
             f"{fmt_count(doc['events'])} events, {doc['status']}")
     out.print(Text(lead, style="bold"))
     if doc["status"] == "cut-off":
@@ -91,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
              ("max steps", doc["max_steps"]), ("created", doc["created"]), ("twinrun", doc["twinrun"])]
     for k, v in facts:
         if v is not None:
-            out.print(Text(f"  {k}: {v}"))
+            out.print(Text(f"  {k}: {shown(v, 1000)}"))   # from the trace's header: escaped
     if doc["per_step"]:
         phases = [p for p in ("init", "input", "forward", "loss", "grad", "param", "metric", "custom")
                   if any(p in s["events"] for s in doc["per_step"])]
@@ -100,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         for p in phases:
             t.add_column(p, justify="right")
         rows = doc["per_step"]
-        shown = rows if len(rows) <= 12 else [*rows[:6], None, *rows[-5:]]
-        for row in shown:
+        rows_shown = rows if len(rows) <= 12 else [*rows[:6], None, *rows[-5:]]
+        for row in rows_shown:
             if row is None:
                 t.add_row("...", *[""] * len(phases))
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .._display import shown
 from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED
 from ._output import console, emit_json, progress
 from ._script import add_script_argument
@@ -53,11 +54,11 @@ def _sweep(args) -> int:
     output = args.output or f"{Path(args.script).stem}.sweep.db"
 
     def on_progress(done: int, total: int, rec: SweepRun) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(rec.metrics.items())[:3])
+        values = ", ".join(f"{shown(k, 40)}={v:.4g}" for k, v in list(rec.metrics.items())[:3])
         last = (rec.error or "").strip().splitlines()[-1:] or [""]
-        what = rec.status if rec.status == "ok" else f"FAILED ({last[0][:80]})"
+        what = rec.status if rec.status == "ok" else f"FAILED ({shown(last[0], 80)})"
         seed = "" if rec.seed is None else f" seed {rec.seed}"
-        progress(args, f"[{done}/{total}] {rec.arm}{seed}: {what} in {rec.duration:.1f}s {shown}".rstrip())
+        progress(args, f"[{done}/{total}] {shown(rec.arm, 40)}{seed}: {what} in {rec.duration:.1f}s {values}".rstrip())
 
     result = sweep(args.script, args.script_args, seeds=args.seeds, vary=args.vary, design=args.design,
                    base_seed=args.base_seed, output=output, workers=args.workers, executor=args.executor,
@@ -74,16 +75,17 @@ def _render_sweep(r) -> None:
     from rich.table import Table
 
     con = console()
-    con.print(f"{r.path}: {r.ok} ok, {r.failed} failed of {r.total} runs "
+    con.print(f"{shown(r.path)}: {r.ok} ok, {r.failed} failed of {r.total} runs "
               f"({r.ran} run now, {r.skipped} already recorded) in {r.seconds:.1f}s", markup=False)
     t = Table("arm", "metric", "n", "mean", "std", "excluded (NaN/inf)")
     for arm, metrics in r.arms.items():
         for name, m in metrics.items():
-            t.add_row(arm, name, str(m["n"]), f"{m['mean']:.4g}", f"{m['std']:.3g}", str(len(m["excluded"])))
+            t.add_row(_cell(arm), _cell(name), str(m["n"]), f"{m['mean']:.4g}", f"{m['std']:.3g}",
+                      str(len(m["excluded"])))
     con.print(t)
     for f in r.failures[:5]:
         last = (f["error"] or "").strip().splitlines()[-1:] or [""]
-        con.print(f"failed: {f['arm']} seed {f['seed']}: {last[0]}", markup=False)
+        con.print(f"failed: {shown(f['arm'], 40)} seed {f['seed']}: {shown(last[0])}", markup=False)
     if r.failed:
         con.print(f"{r.failed} run(s) failed; they are recorded with their error. Rerun with --retry-failed to "
                   "retry.", markup=False)
@@ -97,25 +99,21 @@ def _render_variance(con, variance: dict) -> None:
     t = Table("metric", "source", "share of variance", "interval", "arm variance")
     for name, v in variance.items():
         if "error" in v:
-            con.print(f"{name}: {v['error']}", markup=False)
+            con.print(f"{shown(name)}: {shown(v['error'])}", markup=False)
             continue
         for src, e in v["shares"].items():
             share = "-" if math.isnan(e["value"]) else f"{100 * e['value']:.0f}%"
             iv = "-" if math.isnan(e["low"]) else f"[{100 * e['low']:.0f}%, {100 * e['high']:.0f}%]"
             label = {"none": "nondeterminism (nothing varied)"}.get(src, src)
-            t.add_row(name, label, share, iv, f"{v['variances'][src]:.3g}")
+            t.add_row(_cell(name), label, share, iv, f"{v['variances'][src]:.3g}")
         for note in v["notes"]:
-            con.print(f"{name}: {note}", markup=False)
+            con.print(f"{shown(name)}: {shown(note)}", markup=False)
     con.print(t)
 
 
 def _compare(args) -> int:
     from ..sweep import compare_sweeps
 
-    if args.resamples < 100:
-        from .._errors import UsageError
-
-        raise UsageError(f"--resamples must be at least 100, got {args.resamples}")
     check_html(args)
     progress(args, f"compare: bootstrapping {args.resamples} resamples ...")
     res = compare_sweeps(args.a, args.b, metric=args.metric, higher_is_better=args.higher, alpha=args.alpha,
@@ -133,26 +131,28 @@ def _iv(e: dict) -> str:
 
 
 def _render_compare(res) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     con = console()
     if res.b is None:
         t = Table("metric", "n", "mean", "std", "median", "IQM")
         for name, s in res.metrics.items():
-            t.add_row(name, str(s["n"]), _iv(s["mean"]), _iv(s["std"]), _iv(s["median"]), _iv(s["iqm"]))
-        con.print(f"{res.a}: 95% bootstrap intervals", markup=False)
+            t.add_row(_cell(name), str(s["n"]), _iv(s["mean"]), _iv(s["std"]), _iv(s["median"]), _iv(s["iqm"]))
+        con.print(f"{shown(res.a)}: 95% bootstrap intervals", markup=False)
         con.print(t)
         for name, s in res.metrics.items():
             if s["excluded"]:
-                con.print(f"{name}: excluded {len(s['excluded'])} run(s) with NaN/inf: "
+                con.print(f"{shown(name)}: excluded {len(s['excluded'])} run(s) with NaN/inf: "
                           + ", ".join(f"seed {x['seed']} ({x['value']})" for x in s["excluded"][:10]), markup=False)
         if res.variance:
             _render_variance(con, res.variance)
     else:
-        con.print(f"A = {res.a}, B = {res.b}", markup=False)
+        con.print(f"A = {shown(res.a)}, B = {shown(res.b)}", markup=False)
         for name, m in res.metrics.items():
             c = m["comparison"]
-            t = Table(f"{name} ({m['direction']}, {m['direction_source']})", "A", "B", "A - B")
+            # a column header is markup text: the metric name escaped for the terminal and for rich
+            t = Table(escape(f"{shown(name, 80)} ({m['direction']}, {m['direction_source']})"), "A", "B", "A - B")
             t.add_row("n", str(c["n_a"]), str(c["n_b"]), "")
             t.add_row("mean", _iv(c["a"]["mean"]), _iv(c["b"]["mean"]), _iv(c["diff_mean"]))
             t.add_row("IQM", _iv(c["a"]["iqm"]), _iv(c["b"]["iqm"]), _iv(c["diff_iqm"]))
@@ -169,7 +169,14 @@ def _render_compare(res) -> None:
                               + ", ".join(f"seed {x['seed']} ({x['value']})" for x in m[f"excluded_{side}"][:10]),
                               markup=False)
             for note in c["notes"]:
-                con.print(f"note: {note}", markup=False)
-            con.print(m["verdict"], style="bold", markup=False)
+                con.print(f"note: {shown(note)}", markup=False)
+            con.print(shown(m["verdict"], 1000), style="bold", markup=False)
     for name, why in res.skipped.items():
-        con.print(f"{name}: skipped: {why}", markup=False)
+        con.print(f"{shown(name)}: skipped: {shown(why, 1000)}", markup=False)
+
+
+def _cell(text: str):
+    """A table cell of text from a script or a file: escaped and capped, never read as rich markup."""
+    from rich.text import Text
+
+    return Text(shown(text, 80))

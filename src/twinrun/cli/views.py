@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._display import shown
 from .._format import fmt_count, fmt_float
 from ..comparison import Comparison
 from ._output import console
@@ -19,17 +20,17 @@ def render_comparison(c: Comparison, out: Any = None) -> None:
     from rich.text import Text
 
     out = out or console()
-    out.print(Text(c.sentence(), style="bold"))
+    out.print(Text(shown(c.sentence(), 2000), style="bold"))
     for note in c.notes:
-        out.print(Text(f"note: {note}", style="dim"))
+        out.print(Text(f"note: {shown(note)}", style="dim"))
     d = c.first_divergence
     if d is not None:
         t = Table(title="first divergence", show_header=False, title_justify="left")
         t.add_column(style="dim")
         t.add_column()
         rows = [
-            ("step", str(d.step)), ("phase", str(d.phase)), ("name", d.name),
-            ("tensor", f"{d.dtype}{d.shape}"),
+            ("step", str(d.step)), ("phase", str(d.phase)), ("name", shown(d.name)),
+            ("tensor", f"{shown(d.dtype, 40)}{d.shape}"),
             ("differing values", "?" if d.differing is None else f"{fmt_count(d.differing)} of {fmt_count(d.size)}"),
             ("max abs difference", fmt_float(d.max_abs)), ("max rel difference", fmt_float(d.max_rel)),
             ("max ULP distance", "?" if d.max_ulp is None else fmt_count(d.max_ulp)),
@@ -45,8 +46,8 @@ def render_comparison(c: Comparison, out: Any = None) -> None:
         for col in ("step", "differing events", "param rel diff"):
             t.add_column(col, justify="right")
         g = c.growth
-        shown = g if len(g) <= _GROWTH_ROWS else [*g[:_GROWTH_ROWS // 2], None, *g[-(_GROWTH_ROWS // 2):]]
-        for row in shown:
+        rows_shown = g if len(g) <= _GROWTH_ROWS else [*g[:_GROWTH_ROWS // 2], None, *g[-(_GROWTH_ROWS // 2):]]
+        for row in rows_shown:
             if row is None:
                 t.add_row("...", "", "")
                 continue
@@ -55,7 +56,7 @@ def render_comparison(c: Comparison, out: Any = None) -> None:
         out.print(t)
     for s in c.structural[:1]:
         if c.first_divergence is not None:   # after a divergence; before one, the sentence says it all
-            out.print(Text(f"structural: {s.text()}", style="dim"))
+            out.print(Text(f"structural: {shown(s.text(), 2000)}", style="dim"))
     env = c.env_diff
     # differences ranked "none" (timestamps, hostnames) stay in --json only
     diffs = [x for x in (env.differences if env else []) if x.rank != "none"]
@@ -65,12 +66,13 @@ def render_comparison(c: Comparison, out: Any = None) -> None:
         for col in ("A", "B", "rank"):
             t.add_column(col)
         for item in diffs[:8]:
-            t.add_row(Text(item.key), Text(_short(item.a)), Text(_short(item.b)), Text(item.rank))
+            t.add_row(Text(shown(item.key, 80)), Text(_short(item.a)), Text(_short(item.b)), Text(item.rank))
         if len(diffs) > 8:
             t.add_row(f"... {len(diffs) - 8} more (--json for all)", "", "", "")
         out.print(t)
 
 
 def _short(v: Any, width: int = 40) -> str:
-    s = str(v)
+    """A value from a trace's environment, escaped (it came from a file) and cut to ``width``."""
+    s = shown(v, 10 * width)
     return s if len(s) <= width else s[: width - 3] + "..."

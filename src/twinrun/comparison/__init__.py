@@ -219,7 +219,8 @@ def diff_ranks(a: Sequence[str | os.PathLike[str]], b: Sequence[str | os.PathLik
 
 def captured_phases(t: Trace) -> list[str] | None:
     """The phases a trace's recorder captured (None: not recorded, i.e. all)."""
-    cap = (t.meta("recorder") or {}).get("capture")
+    recorder = t.meta("recorder")
+    cap = recorder.get("capture") if isinstance(recorder, dict) else None
     return [str(p) for p in cap] if isinstance(cap, list) else None
 
 

@@ -6,11 +6,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .._display import shown
 from .._format import finite_or_none, fmt_count, fmt_float
 from ..trace import Event
 
 __all__ = ["Divergence", "EventDesc", "EventStats", "Growth", "Samples", "Structural", "StructuralKind",
            "phase_words"]
+
+# The longest layer name a sentence shows (--json keeps it whole).
+NAME_LIMIT = 120
 
 # How a sentence names where an event sits: (where, what) per phase.
 _WHERE = {
@@ -142,9 +146,10 @@ class Divergence:
     def where(self) -> str:
         """``at step 3, in the backward pass, at the gradient of `classifier.weight```."""
         where, what = phase_words(self.phase)
+        name = shown(self.name, NAME_LIMIT)   # a name from a file or a script: nothing in it acts on a terminal
         if self.phase == "loss":
-            return f"at step {self.step}, at the loss `{self.name}`"
-        return f"at step {self.step}, {where}, at {what} `{self.name}`"
+            return f"at step {self.step}, at the loss `{name}`"
+        return f"at step {self.step}, {where}, at {what} `{name}`"
 
 
 class StructuralKind(StrEnum):
@@ -174,7 +179,7 @@ class EventDesc:
         return {"phase": self.phase, "name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     def text(self) -> str:
-        return f"`{self.name}` ({self.phase}, {self.dtype}{self.shape})"
+        return f"`{shown(self.name, NAME_LIMIT)}` ({self.phase}, {shown(self.dtype, 40)}{self.shape})"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .._errors import UsageError
-from ..options import RunOptions, positive_int
+from ..options import RunOptions, positive_int, timeout_seconds
 from .attribution import attribute
+from .census import explain_kernel
 from .experiments import PARALLEL, ExperimentRunner, Plan
 from .model import CAUSES, Act, Cause, Diagnosis, Experiment, Verdict, Where
 from .portability import CHECKS, reproducible
@@ -50,6 +51,7 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
     """
     options = RunOptions.create(script, args, max_steps=positive_int("max_steps", max_steps, allow_none=False),
                                 nproc=nproc)
+    timeout = timeout_seconds(timeout)
     if options.nproc is not None:
         parallel = 1   # each run is already N processes
     if portability is True:
@@ -65,7 +67,11 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     workdir = str(keep) if keep else tempfile.mkdtemp(prefix="twinrun-doctor-")
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--keep-traces {workdir}: cannot make that folder ({e.strerror}); give a folder "
+                         "you can write in") from None
     runner = ExperimentRunner(options, workdir, parallel or PARALLEL, timeout, say)
     path = Path(options.script)
     try:
@@ -77,6 +83,7 @@ def diagnose(script: str | os.PathLike[str], args: Sequence[str] = (), *, max_st
             baseline = runner.pairs([Plan("baseline", "nothing: two runs as you run the script")])[0]
             d = (reproducible(runner, path, baseline, checks) if baseline.identical
                  else attribute(runner, path, baseline))
+            explain_kernel(d, runner)   # deterministic kernels removed it: the census names the op (issue 11)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import frameworks
+from .._display import shown
 from ..frameworks.base import FixWords, Intervention
 from ..interventions import DATA_NAMES, ORDER_NAMES, registry
 from .experiments import ExperimentRunner, Plan, frameworks_of
@@ -118,7 +119,7 @@ def _order_completion(f: Findings) -> Conclusion:
 
 
 def _nothing(f: Findings) -> Conclusion:
-    name = f.where.name if f.where else "?"
+    name = shown(f.where.name, 120) if f.where else "?"   # a layer name from the trace
     return Conclusion(Cause.UNKNOWN, None,
                       f"No single change tried removed the divergence; look at what `{name}` depends on "
                       f"{where_words(f.where)}. Tried: {f.tried}.", False,
@@ -180,7 +181,7 @@ def _hash(f: Findings) -> Conclusion:
 
 
 def _kernel(f: Findings) -> Conclusion:
-    layer = f.where.name if f.where and f.where.name else "?"
+    layer = shown(f.where.name, 120) if f.where and f.where.name else "?"
     ops = op_class(f.phase)
     if f.fixed_by == "deterministic":
         fix = (f"Use deterministic kernels: call `twinrun.deterministic()` (or {f.words.deterministic}) before "

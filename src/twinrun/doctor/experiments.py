@@ -16,10 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._display import shown
 from .._errors import ScriptFailedError, UsageError
 from ..comparison import diff
 from ..frameworks.base import Variant
 from ..options import RunOptions
+from ..redact import redact_text
 from ..runner import RunResult, launch
 from ..seeding import ENV_ROOT
 from .model import Act, Experiment
@@ -175,9 +177,13 @@ def _check_run(plan: Plan, copy: int, r: RunResult) -> None:
         return
     lines = [ln for ln in (r.stderr or "").splitlines() if ln.strip() and not ln.startswith(
         ("twinrun intervention", "twinrun run:"))]
-    last = lines[-1].strip() if lines else f"exit code {r.exit_code}"
+    last = redact_text(lines[-1].strip()) if lines else f"exit code {r.exit_code}"
     if r.exit_code == 2:
-        raise UsageError(f"twinrun could not start the script in experiment '{plan.name}': {last}")
+        # the child's own one-line reason (an output it may not write, a bad reference)
+        reasons = [ln.split("error:", 1)[1].strip() for ln in (r.stderr or "").splitlines()
+                   if ln.startswith("twinrun run: error:")]
+        why = shown(redact_text(reasons[-1]), 600) if reasons else last
+        raise UsageError(f"twinrun could not start the script in experiment '{plan.name}': {why}")
     raise ScriptFailedError(f"the script failed in experiment '{plan.name}' ({plan.changed}), run {copy}: "
                             f"{last} (its trace: {r.trace_path})")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .._display import shown
 from ..comparison import Comparison, Divergence, phase_words
 
 __all__ = ["CAUSES", "Act", "Cause", "Diagnosis", "Experiment", "Verdict", "Where", "where_words"]
@@ -65,7 +66,7 @@ class Where:
 
     def words(self) -> str:
         """``at step 0, in the backward pass (`classifier.weight`)``."""
-        return f"at step {self.step}, {phase_words(self.phase)[0]} (`{self.name}`)"
+        return f"at step {self.step}, {phase_words(self.phase)[0]} (`{shown(self.name, 120)}`)"
 
     def short(self) -> dict[str, Any]:
         return {"step": self.step, "phase": self.phase, "name": self.name, "structural": self.structural}
@@ -152,6 +153,7 @@ class Diagnosis:
     environment: list[dict[str, Any]] | None = None
     nproc: int | None = None                            # the ranks each run had (--nproc)
     replicas: dict[str, Any] | None = None              # --nproc: the replica check of a baseline run
+    census: dict[str, Any] | None = None                # the ops that part run to run (doctor/census.py)
 
     @property
     def exit_code(self) -> int:
@@ -165,5 +167,5 @@ class Diagnosis:
             "confirmed": self.confirmed, "summary": self.summary, "script": self.script,
             "max_steps": self.max_steps, "reruns": self.reruns, "seconds": round(self.seconds, 2),
             "against": self.against, "environment": self.environment, "nproc": self.nproc,
-            "replicas": self.replicas,
+            "replicas": self.replicas, "census": self.census,
         }

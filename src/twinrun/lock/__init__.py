@@ -43,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._artifacts import FREEZE_MARKER
 from .._errors import BadLockError
 from .model import (
     _FRAMEWORKS,
@@ -188,22 +189,22 @@ def freeze(path: str | os.PathLike | None = None, *, everything: bool = False,
     return text
 
 
-_FREEZE_MARK = "# twinrun env freeze"
+_FREEZE_MARK = FREEZE_MARKER.decode()   # how _artifacts knows a freeze it may replace
 
 
 def _write_lock(path: Path, text: str) -> None:
-    if path.exists():
-        try:
-            head = path.read_text(encoding="utf-8", errors="replace")[:len(_FREEZE_MARK)]
-        except OSError as e:
-            raise BadLockError(f"{path}: cannot read it ({e.strerror}); choose another -o") from None
-        if head != _FREEZE_MARK:
-            raise BadLockError(f"{path} exists and was not written by twinrun env freeze; "
-                               "choose another -o or remove it")
+    """Only onto nothing, an empty file or an earlier freeze (never a FIFO, a folder or a user's file),
+    through a temporary name renamed into place (``twinrun._artifacts``, issue 12)."""
+    from .._artifacts import Kind, write_text
+    from .._errors import UsageError
+
     try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise BadLockError(f"cannot write {path}: {e.strerror}; choose a writable path for -o") from None
+        write_text(path, text, Kind.LOCK)
+    except UsageError as e:
+        why = str(e)
+        if "exists and is not" in why:
+            why = f"{path} exists and was not written by twinrun env freeze; choose another -o or remove it"
+        raise BadLockError(why) from None
 
 
 # --- finding the lock of a run -----------------------------------------------------------------------------

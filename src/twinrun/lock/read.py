@@ -58,6 +58,12 @@ def _version(text: str, where: str) -> Any:
 # --- reading ----------------------------------------------------------------------------------------
 
 def _read_bytes(path: Path, what: str = "lock") -> bytes:
+    from .._decode import read_bounded
+
+    if path.exists() and not path.is_dir():
+        # a file from anywhere: a regular one (a FIFO would block), at most 64 MiB (issue 12)
+        return read_bounded(path, what=f"a {what} file", error=BadLockError, max_bytes=64 * 2**20,
+                            fix="give a uv.lock, pylock.toml or requirements.txt")
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -16,10 +16,10 @@ bytes.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._artifacts import Kind, check_target, write_text
 from .._errors import UsageError
 from .._format import to_jsonable
 
@@ -96,21 +96,11 @@ def render(kind: str, document: Any, **sources: str | os.PathLike | None) -> str
 
 
 def check_output(path: str | os.PathLike) -> Path:
-    """``path`` if a report may be written there (call it before long work); else a one-line ``UsageError``."""
-    from ._page import MARKER
+    """``path`` if a report may be written there (call it before long work); else a one-line ``UsageError``.
 
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"cannot write the report to {p}: it is a folder; give a file name, e.g. {p / 'report.html'}")
-    if not p.parent.is_dir():
-        raise UsageError(f"cannot write the report to {p}: the folder {p.parent} does not exist; create it first")
-    if p.exists():
-        with open(p, "rb") as f:
-            head = f.read(len(MARKER))
-        if head != MARKER.encode():
-            raise UsageError(f"cannot write the report to {p}: the file exists and is not a twinrun report; "
-                             "choose another file name or remove it")
-    return p
+    The rule of every file twinrun writes (``_artifacts.check_target``): nothing there, an empty file or
+    a twinrun report; never a folder, a FIFO (reading it would block), a device, a link or another file."""
+    return check_target(path, Kind.REPORT, option="the report path")
 
 
 def write_html(kind: str, document: Any, path: str | os.PathLike, **sources: str | os.PathLike | None) -> Path:
@@ -120,15 +110,6 @@ def write_html(kind: str, document: Any, path: str | os.PathLike, **sources: str
     ``UsageError`` (twinrun never overwrites a file that is not its own artefact).
     """
     p = check_output(path)
-    parent = p.parent
     text = render(kind, document, **sources)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    # a temporary name in the same folder, checked again and renamed over the target at the end
+    return write_text(p, text, Kind.REPORT, option="the report path")

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._artifacts import REPORT_MARKER
 from ._html import Child, Safe, el, esc, frag, island
 from ._svg import PATTERNS
 
 __all__ = ["MARKER", "Section", "badge", "dl", "figure", "fmt", "fmt_int", "note", "page", "table"]
 
 # The first bytes of every report: how ``write_html`` recognises a file it may replace.
-MARKER = "<!DOCTYPE html>\n<!-- twinrun report"
+MARKER = REPORT_MARKER.decode()   # _artifacts recognises a report by it, and replaces only those
 
 CSS = """
 :root{--fg:#1b1b1b;--muted:#555;--line:#c9c9c9;--bg:#fff;--soft:#f4f4f2;--ok:#1a6e45;--bad:#a33a00;--link:#0b5cad}

@@ -7,21 +7,26 @@ determinism and interventions of the ``RunOptions`` applied first; the trace rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, UsageError
+from .._artifacts import Kind, check_target
+from .._errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SCRIPT_FAILED, BadTraceError, UsageError
 from ..options import RunOptions
+from ..redact import redact_text
 from .result import RunResult
 
-__all__ = ["ScriptOutcome", "default_trace_path", "run_as_main", "run_script"]
+__all__ = ["ScriptOutcome", "ScriptTimeout", "default_trace_path", "run_as_main", "run_script"]
 
 
 def default_trace_path() -> str:
@@ -38,6 +43,48 @@ def _check_seed_carrier(seed: int | None) -> None:
         return
     raise UsageError(f"--seed {seed} conflicts with {ENV_ROOT}={raw} in the environment (which seed_everything "
                      f"would use); drop one: unset {ENV_ROOT}, or drop --seed")
+
+
+class ScriptTimeout(BaseException):
+    """Raised in the script's main thread at ``--timeout``; a BaseException, so ``except Exception`` in the
+    script does not swallow it."""
+
+
+# After the time limit, how long a script that ignores ScriptTimeout (a bare except, a C call that
+# never returns) gets before the process ends anyway.
+_GRACE = 10.0
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`ScriptTimeout` in this (main) thread after ``seconds``; end the process (exit 3) if
+    the script is still running ``_GRACE`` seconds later."""
+    if seconds is None:
+        yield
+        return
+    main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+    def on_alarm(_signum: int, _frame: Any) -> None:
+        raise ScriptTimeout
+
+    def last_resort() -> None:
+        print(f"twinrun run: the script did not stop {_GRACE:g} s after its --timeout of {seconds:g} s; ending it "
+              "(its trace keeps the steps committed so far)", file=sys.stderr, flush=True)
+        os._exit(EXIT_SCRIPT_FAILED)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm) if main else None
+    if main:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    watchdog = threading.Timer(seconds + (_GRACE if main else 0.0), last_resort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        if main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 def run_script(options: RunOptions) -> RunResult:
@@ -62,6 +109,8 @@ def run_script(options: RunOptions) -> RunResult:
     if options.record.against is not None:
         open_reference(options.record.against).close()   # a bad reference: one line, before the script
     trace_path = options.output or default_trace_path()
+    # Only onto nothing, an empty file or a trace; never the script or the reference (one line, exit 2).
+    check_target(trace_path, Kind.TRACE, protected=_protected(options))
 
     if options.seed is not None:
         from ..seeding import seed_everything
@@ -80,11 +129,18 @@ def run_script(options: RunOptions) -> RunResult:
     result = RunResult(EXIT_OK, trace_path, "complete")
     header: dict[str, Any] = {"twinrun_command": list(sys.argv), "script": str(path),
                               "script_args": list(options.args)}
-    with recording.record(trace_path, header=header, options=options.record, lock=options.lock) as recorder:
-        outcome = run_as_main(path, options.args, stop=recording.StopRun)
+    with recording.record(trace_path, header=header, options=options.record, lock=options.lock,
+                          protected=_protected(options)) as recorder:
+        try:
+            with _time_limit(options.timeout):
+                outcome = run_as_main(path, options.args, stop=recording.StopRun)
+        except ScriptTimeout:
+            outcome = ScriptOutcome(EXIT_SCRIPT_FAILED, f"timed out after {options.timeout:g} s (--timeout)")
+            result.stop_reason = "timeout"
         if isinstance(outcome.stopped, recording.StopRun):
             result.stop_reason = outcome.stopped.reason
-        result.exit_code, result.error = outcome.exit_code, outcome.error
+        # the script's exception text is stored and shown: secrets in it are redacted
+        result.exit_code, result.error = outcome.exit_code, outcome.error and redact_text(outcome.error)
         if result.exit_code == EXIT_SCRIPT_FAILED:
             recorder.close("failed")
         else:
@@ -92,6 +148,8 @@ def run_script(options: RunOptions) -> RunResult:
         result.steps = recorder.step   # after close: a last update by hand ends its step there
         result.status = recorder.writer.status
         result.seen = dict(recorder.seen)
+        if recorder.reference_error is not None:   # the reference changed under the run: bad input
+            raise BadTraceError(recorder.reference_error)
         if recorder.divergence is not None:
             result.divergence = recorder.divergence_record()
             if result.exit_code == EXIT_OK:
@@ -146,14 +204,26 @@ def run_as_main(path: Path, args: Sequence[str], *, stop: type[BaseException] | 
     return ScriptOutcome(EXIT_OK)
 
 
+def _protected(options: RunOptions) -> list[tuple[str, str | None]]:
+    return [("the script", options.script), ("the --against reference", options.record.against)]
+
+
 def open_reference(against: str | os.PathLike[str]) -> Any:
-    """The reference trace of ``--against``, opened (a one-line ``BadTraceError`` when it is not one)."""
+    """The reference trace of ``--against``, opened and read through once (``Trace.check``): a file that
+    is not a readable trace, or holds one bad event or value, is a one-line ``BadTraceError`` now,
+    before the script starts -- not an error raised inside the script's training loop."""
     from .._errors import BadTraceError
     from ..trace import Trace
 
-    if not Path(against).exists():
+    if not os.path.lexists(against):
         raise BadTraceError(f"reference trace {str(against)!r} does not exist; give a trace written by 'twinrun run'")
-    return Trace.open(against)
+    t = Trace.open(against)
+    try:
+        t.check()
+    except BaseException:
+        t.close()
+        raise
+    return t
 
 
 def _print_user_traceback(exc: BaseException, script: Path) -> None:

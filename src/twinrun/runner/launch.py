@@ -21,7 +21,8 @@ from typing import Any
 
 from .. import _channel, _process
 from .._errors import BadTraceError
-from ..options import RunOptions
+from .._lifeline import anonymous_file
+from ..options import RunOptions, timeout_seconds
 from .result import RunResult
 
 __all__ = ["launch", "launch_module"]
@@ -35,7 +36,8 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     ``options`` is a ``RunOptions``, or a script path with its ``args`` and the options as keywords
     (``trace_path=``, ``max_steps=``, ``seed=``, ``threads=``, ...: ``RunOptions.create``'s). Without an
     output path the trace goes to a new temporary folder. Bad options raise :class:`UsageError` here,
-    before any process starts. ``timeout`` kills the run's whole process group after that many seconds.
+    before any process starts. ``timeout`` (default: the options' own) kills the run's whole process group
+    after that many seconds.
     """
     if not isinstance(options, RunOptions):
         if "trace_path" in option_values:
@@ -47,6 +49,9 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
     options = options.replace(output=str(Path(output).resolve()))
     if options.record.against is not None:
         options = options.replace(against=str(Path(options.record.against).resolve()))
+    # One enforcement of the time limit: here, by killing the child's group (status "timeout").
+    limit = timeout_seconds(timeout) if timeout is not None else options.timeout
+    options = options.replace(timeout=None)
     assert options.output is not None
 
     if options.nproc is not None:
@@ -54,10 +59,10 @@ def launch(options: RunOptions | str | os.PathLike[str], args: Any = (), *,
 
         # torchrun starts `python -m twinrun run` on each rank with this interpreter and environment.
         done, reports = launch_module(["twinrun", "run", *options.replace(nproc=None).to_argv()],
-                                      env={**(env or {}), ranks.ENV_LAUNCHER: "1"}, timeout=timeout, cwd=cwd,
+                                      env={**(env or {}), ranks.ENV_LAUNCHER: "1"}, timeout=limit, cwd=cwd,
                                       launcher=[*frameworks.launcher(options.nproc), "-m"])
         return _ranks_result(options, done, reports)
-    done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=timeout, cwd=cwd)
+    done, reports = launch_module(["twinrun", "run", *options.to_argv()], env=env, timeout=limit, cwd=cwd)
     status, steps, divergence, seen = ("timeout", 0, None, {}) if done.timed_out else _trace_facts(options.output)
     return RunResult(done.returncode, options.output, status, steps=steps, seconds=done.seconds,
                      divergence=divergence, stdout=done.stdout, stderr=done.stderr, reports=reports, seen=seen)
@@ -78,15 +83,16 @@ def launch_module(argv: Sequence[str], *, env: Mapping[str, str | None] | None =
         else:
             child_env[k] = str(v)
     _make_importable(child_env)
-    fd, report_path = tempfile.mkstemp(prefix="twinrun-report-", suffix=".jsonl")
-    os.close(fd)
+    fd, report_path = anonymous_file("twinrun-report")   # no name on disk: nothing left if we are killed
     child_env[_channel.ENV] = report_path
     try:
         prefix = list(launcher) if launcher is not None else [sys.executable, "-m"]
         done = _process.run([*prefix, *argv], env=child_env, cwd=cwd, timeout=timeout)
         reports = _channel.read(report_path)
     finally:
-        Path(report_path).unlink(missing_ok=True)
+        os.close(fd)
+        if not report_path.startswith("/proc/"):
+            Path(report_path).unlink(missing_ok=True)
     return done, reports
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _process
 from ..env import capture
+from ..options import timeout_seconds
 from .compare import ResultsComparison, compare_sweeps
 from .executors import open_executor
 from .plan import DESIGNS, VARIANCE_ARMS, PlannedRun, plan, script_identity
@@ -62,6 +63,7 @@ def sweep(script: str | os.PathLike[str], args: Sequence[Any] = (), *, seeds: in
     running scripts and leaves the file consistent (every recorded run is complete).
     """
     started = time.time()
+    timeout = timeout_seconds(timeout)
     runs = plan(seeds, vary=vary, design=design, base_seed=base_seed)
     identity = script_identity(script, args)
     design_meta = {"design": design, "vary": None if design == "variance" else vary, "base_seed": base_seed}
@@ -76,7 +78,7 @@ def sweep(script: str | os.PathLike[str], args: Sequence[Any] = (), *, seeds: in
             futures: dict[Future[SweepRun], PlannedRun] = {}
             try:
                 for r in todo:
-                    spec = RunSpec(r, identity["script"], identity["script_sha256"], tuple(identity["args"]),
+                    spec = RunSpec(r, identity["script"], identity["script_sha256"], tuple(map(str, args)),
                                    timeout=timeout, cwd=os.getcwd())
                     futures[pool.submit(run_one, spec)] = r
                 pending = set(futures)

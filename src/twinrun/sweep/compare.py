@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import BadResultsError, UsageError
+from ..options import MAX_RESAMPLES, positive_int
+from ..seeding import seed_value
 from .results import Results
 from .summary import finite_values, variance_report
 
@@ -114,6 +116,10 @@ def compare_sweeps(a: str | os.PathLike, b: str | os.PathLike | None = None, *, 
 
     if not 0 < alpha < 1 or not 0 < confidence < 1:
         raise UsageError("--alpha and the confidence level must lie strictly between 0 and 1")
+    # bounded: a trillion resamples would fill memory before failing
+    n_resamples = positive_int("resamples", n_resamples, minimum=100, maximum=MAX_RESAMPLES,  # type: ignore[assignment]
+                               allow_none=False)
+    seed = seed_value(seed, "seed (--seed)")
     ra = Results.open(a)
     rb = Results.open(b) if b is not None else None
     try:

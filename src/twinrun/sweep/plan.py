@@ -7,6 +7,7 @@ fixed at ``base_seed``; ``design="variance"`` makes three arms (vary init, vary 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -14,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import UsageError
-from ..options import check_script
+from ..options import MAX_SEEDS, check_script, positive_int
+from ..redact import redact_argv
 from ..seeding import ENV_ROOT, env_name
 
-__all__ = ["DESIGNS", "VARIANCE_ARMS", "PlannedRun", "plan", "script_identity"]
+__all__ = ["DESIGNS", "VARIANCE_ARMS", "PlannedRun", "args_sha256", "plan", "script_identity"]
 
 DESIGNS = ("single", "variance")
 VARIANCE_ARMS = ("init", "data", "none")
@@ -51,8 +53,8 @@ def plan(seeds: int, *, vary: str = "all", design: str = "single", base_seed: in
     >>> [r.env for r in plan(2, vary="init")]
     [{'TWINRUN_SEED': '0', 'TWINRUN_SEED_INIT': '0'}, {'TWINRUN_SEED': '0', 'TWINRUN_SEED_INIT': '1'}]
     """
-    if seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+    # at most MAX_SEEDS: a billion would fill memory with planned runs before the first one starts
+    seeds = positive_int("seeds", seeds, maximum=MAX_SEEDS, allow_none=False)  # type: ignore[assignment]
     if design not in DESIGNS:
         raise UsageError(f"unknown design {design!r}; use one of {', '.join(DESIGNS)}")
     if design == "single" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", vary or ""):
@@ -63,7 +65,16 @@ def plan(seeds: int, *, vary: str = "all", design: str = "single", base_seed: in
 
 
 def script_identity(script: str | os.PathLike[str], args: Sequence[Any] = ()) -> dict[str, Any]:
-    """Path, sha256 of the source and arguments: what makes two sweeps comparable run by run."""
+    """Path, sha256 of the source and arguments: what makes two sweeps comparable run by run.
+
+    The arguments are kept redacted (``--api-key <redacted>``: the results file is shared) and
+    compared on resume by ``args_sha256``, the SHA-256 of the real ones."""
     path = check_script(script)
+    real = list(map(str, args))
     return {"script": str(path), "script_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "args": list(map(str, args))}
+            "args": redact_argv(real), "args_sha256": args_sha256(real)}
+
+
+def args_sha256(args: Sequence[str]) -> str:
+    """The SHA-256 of a command line (as JSON), to compare arguments without storing them."""
+    return hashlib.sha256(json.dumps(list(args)).encode()).hexdigest()

@@ -8,14 +8,15 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import _process
+from .._lifeline import anonymous_file
 from ..metrics import METRICS_ENV, read_metrics
+from ..redact import redact_text
 from .plan import PlannedRun
 
 __all__ = ["ERROR_TAIL", "RunSpec", "SweepRun", "run_one"]
@@ -75,8 +76,8 @@ def run_one(spec: RunSpec) -> SweepRun:
     if current != spec.script_sha256:
         return failed(f"the script on {host} differs from the one the sweep started with (sha256 mismatch): give "
                       "every worker the same file")
-    fd, mpath = tempfile.mkstemp(prefix="twinrun-metrics-", suffix=".jsonl")
-    os.close(fd)
+    # No name on disk (Linux): a killed sweep leaves no metrics file behind.
+    fd, mpath = anonymous_file("twinrun-metrics")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWINRUN_SEED")}
     env.update(r.env)
     env[METRICS_ENV] = mpath
@@ -86,7 +87,9 @@ def run_one(spec: RunSpec) -> SweepRun:
                             capture_stdout=False, stdin_devnull=True)
         series = read_metrics(mpath)
     finally:
-        Path(mpath).unlink(missing_ok=True)
+        os.close(fd)
+        if not mpath.startswith("/proc/"):
+            Path(mpath).unlink(missing_ok=True)
     error = f"timed out after {spec.timeout} s" if done.timed_out else None
     if done.returncode == -signal.SIGINT:
         status = "interrupted"  # Ctrl-C reached the child: not a result, rerun it on resume
@@ -94,6 +97,7 @@ def run_one(spec: RunSpec) -> SweepRun:
         status = "ok"
     else:
         status = "failed"
-        error = error or (done.stderr[-ERROR_TAIL:].strip() or f"exit code {done.returncode}")
+        # the tail is stored in the results file and shown: secrets in it (a URL, a token) are redacted
+        error = error or (redact_text(done.stderr[-ERROR_TAIL:].strip()) or f"exit code {done.returncode}")
     return SweepRun(r.arm, r.idx, r.seed, dict(r.env), status, done.returncode, error, time.time() - started, host,
                     metrics={name: values[-1][1] for name, values in series.items()}, series=series)

@@ -32,16 +32,19 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from .._decode import sql_type
 from .._errors import BadTraceError
 from .digest import STORAGE
 from .events import PHASES, Event
 
-__all__ = ["FORMAT", "PACKED_COLUMNS", "PHASE_CODE", "SCHEMAS", "SCHEMA_VERSION", "Packer", "event_columns",
+__all__ = ["AGAIN", "FORMAT", "PACKED_COLUMNS", "PHASE_CODE", "SCHEMAS", "SCHEMA_VERSION", "Packer", "event_columns",
            "packed_value_offset", "shape_json", "split_digests", "sql_float", "step_summary", "summary_part", "unpack",
            "value_nbytes"]
 
 SCHEMA_VERSION = 2
 FORMAT = "twinrun-trace"
+# The fix a message about a corrupt trace names.
+AGAIN = "record the run again"
 
 SCHEMAS = {
     1: """
@@ -193,14 +196,17 @@ def _bytes(values: list[Any], dtype: str) -> bytes:
 
 
 def _array(blob: Any, dtype: str, path: Path) -> np.ndarray:
-    if not isinstance(blob, bytes) or len(blob) % np.dtype(dtype).itemsize:
-        raise BadTraceError(f"{path} is corrupt: a packed row holds {type(blob).__name__} where twinrun writes "
-                            f"{dtype} numbers; record the run again")
+    if type(blob) is not bytes or len(blob) % np.dtype(dtype).itemsize:
+        what = f"a blob of {len(blob)} bytes" if type(blob) is bytes else sql_type(blob)
+        raise BadTraceError(f"{path} is corrupt: a packed row holds {what} where twinrun writes {dtype} numbers; "
+                            f"{AGAIN}")
     return np.frombuffer(blob, dtype)
 
 
 def unpack(row: tuple[Any, ...], path: Path) -> list[Event]:
-    """The events of one ``packed`` row (in the order they were packed), every column checked."""
+    """The events of one ``packed`` row (in the order they were packed), every column checked as the
+    reader checks a row of ``events``: JSON decoded with bounds (``twinrun._decode``), each shape as
+    ``decode_shape`` checks one, lengths, phases, indices, counts and offsets in range."""
     step, idx, codes, names, shapes, shape_ix, digests, stats_blob, nonfinite, offsets = row
     bad = f"{path} is corrupt: the packed events of step {step} "
     idx_a = _array(idx, "<i4", path).tolist()
@@ -210,26 +216,56 @@ def unpack(row: tuple[Any, ...], path: Path) -> list[Event]:
     st = _array(stats_blob, "<f8", path).tolist()
     nf = _array(nonfinite, "<i8", path).tolist()
     off = _array(offsets, "<i8", path).tolist()
-    try:
-        name_a = json.loads(names) if isinstance(names, str) else None
-        shape_list = json.loads(shapes) if isinstance(shapes, str) else None
-    except ValueError:
-        name_a = shape_list = None
-    if not (isinstance(name_a, list) and all(isinstance(x, str) for x in name_a)):
-        raise BadTraceError(bad + "have no list of names; record the run again")
-    if not (isinstance(shape_list, list) and all(
-            isinstance(s, list) and all(type(d) is int and d >= 0 for d in s) for s in shape_list)):
-        raise BadTraceError(bad + "have no list of shapes; record the run again")
-    if not (isinstance(digests, str) and len(digests) == 32 * n and len(code_a) == len(name_a) == len(ix_a)
+    name_a = _json_list(names, f"the names of the packed events of step {step}", path)
+    if not all(type(x) is str for x in name_a):
+        raise BadTraceError(bad + f"have a name that is not text; {AGAIN}")
+    dims = [_shape(s, bad) for s in _json_list(shapes, f"the shapes of the packed events of step {step}", path)]
+    if not (type(digests) is str and len(digests) == 32 * n and len(code_a) == len(name_a) == len(ix_a)
             == len(nf) == len(off) == n and len(st) == 3 * n):
-        raise BadTraceError(bad + "are of mismatched lengths; record the run again")
-    if any(c >= len(PHASES) for c in code_a) or any(not 0 <= i < len(shape_list) for i in ix_a) \
-            or any(o < -1 for o in off) or any(x < 0 for x in nf):
-        raise BadTraceError(bad + "hold a phase, shape, count or offset out of range; record the run again")
-    dims = [tuple(s) for s in shape_list]
+        raise BadTraceError(bad + f"are of mismatched lengths; {AGAIN}")
+    if any(c >= len(PHASES) for c in code_a) or any(not 0 <= i < len(dims) for i in ix_a) \
+            or any(o < -1 for o in off) or any(x < 0 for x in nf) or any(i < 0 for i in idx_a):
+        raise BadTraceError(bad + f"hold a phase, shape, index, count or offset out of range; {AGAIN}")
     return [Event(step, idx_a[i], _PHASE_NAMES[code_a[i]], name_a[i], "float32", dims[ix_a[i]],
                   digests[32 * i:32 * i + 32], st[3 * i], st[3 * i + 1], st[3 * i + 2], nf[i], off[i] >= 0, None)
             for i in range(n)]
+
+
+def _json_list(raw: Any, what: str, path: Path) -> list[Any]:
+    """A JSON list from a packed row, decoded with bounds (length; nesting: the C decoder raises
+    RecursionError, caught here). Faster than ``_decode.decode_json``, which measures the nesting first;
+    the caller checks every element."""
+    if type(raw) is not str:
+        raise BadTraceError(f"{path} is corrupt: {what} is {sql_type(raw)}, not JSON text; {AGAIN}")
+    if len(raw) > _MAX_JSON_CHARS:
+        raise BadTraceError(f"{path} is corrupt: {what} is {len(raw):,} characters long, more than twinrun reads "
+                            f"({_MAX_JSON_CHARS:,}); {AGAIN}")
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        value = None
+    if type(value) is not list:
+        raise BadTraceError(f"{path} is corrupt: {what} is not a JSON list; {AGAIN}")
+    return value
+
+
+_MAX_JSON_CHARS = 32 * 2**20
+_MAX_NDIM = 32
+_MAX_ELEMENTS = 2**48
+
+
+def _shape(s: Any, bad: str) -> tuple[int, ...]:
+    """One shape of a packed row: at most 32 whole numbers >= 0 and 2**48 elements, as
+    ``_decode.decode_shape`` requires of a row's shape."""
+    if type(s) is not list or len(s) > _MAX_NDIM or not all(type(d) is int and d >= 0 for d in s):
+        raise BadTraceError(bad + f"have a shape that is not a list of at most {_MAX_NDIM} whole numbers >= 0; "
+                            f"{AGAIN}")
+    n = 1
+    for d in s:
+        n *= d
+    if n > _MAX_ELEMENTS:
+        raise BadTraceError(bad + f"have a shape {s} of {n:,} elements, more than any real tensor; {AGAIN}")
+    return tuple(s)
 
 
 def packed_value_offset(query: Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]], event: Event,

@@ -4,8 +4,9 @@ A run is a sequence of steps; within a step, events come in program order. Each 
 128-bit digest of dtype + shape + bytes, float64 stats, and, for small tensors within a budget, the
 raw value. Writing (``TraceWriter``, ``writer.py``) commits every step, so a run killed mid-way leaves
 a trace readable up to its last committed step. Reading (``Trace``, here) never executes anything from
-the file: values are raw bytes with an allow-listed dtype and a shape. The tables of each schema
-version are in ``schema.py``; this reader reads versions 1 and 2.
+the file (``twinrun._sqlite.open_readonly``) and checks every value it reads: values are raw bytes with
+an allow-listed dtype and a shape. The tables of each schema version are in ``schema.py``; this reader
+reads versions 1 and 2, each checked against its own tables and columns.
 
 >>> import numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "run.trace")
@@ -22,31 +23,41 @@ version are in ``schema.py``; this reader reads versions 1 and 2.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import math
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._decode import decode_json, decode_shape, expect_type
+from .._display import shown
 from .._errors import BadTraceError
+from .._sqlite import ReadOnlyDB, expected_columns, open_readonly
 from .digest import STORAGE
-from .events import PHASES, Event
-from .schema import FORMAT, PACKED_COLUMNS, SCHEMA_VERSION, event_columns, packed_value_offset, unpack
+from .events import PHASES, STATUSES, Event
+from .schema import AGAIN as _AGAIN
+from .schema import FORMAT, PACKED_COLUMNS, SCHEMA_VERSION, SCHEMAS, event_columns, packed_value_offset, unpack
 from .schema import split_digests as _split_digests
 from .schema import value_nbytes as _nbytes
 from .writer import DEFAULT_VALUE_BUDGET, DEFAULT_VALUE_THRESHOLD, TraceWriter
 
 __all__ = ["DEFAULT_VALUE_BUDGET", "DEFAULT_VALUE_THRESHOLD", "FORMAT", "SCHEMA_VERSION", "Trace", "TraceWriter"]
 
+_FIX = "pass a file written by `twinrun run` or twinrun.record()"
+# A step's value blob is one SQLite blob, at most about 2**31 bytes: a larger offset is corrupt (and
+# offset + 1 must fit SQLite's 64-bit integers).
+_MAX_OFFSET = 2**40
+
 # --- reading -------------------------------------------------------------------------------------
 
-def _decode(blob: bytes, dtype: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
+
+def _decode(blob: Any, dtype: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    expect_type(blob, bytes, what=f"a kept {shown(dtype, 40)}{list(shape)} value", path=path, fix=_AGAIN)
     storage = STORAGE.get(dtype)
     if storage is None:
-        raise BadTraceError(f"trace {path} holds a value of dtype {dtype!r}, which twinrun does not read; "
+        raise BadTraceError(f"trace {path} holds a value of dtype {shown(dtype, 40)!r}, which twinrun does not read; "
                             "it was written by another program")
     dt = np.dtype(storage)
     count = math.prod(shape)
@@ -56,83 +67,98 @@ def _decode(blob: bytes, dtype: str, shape: tuple[int, ...], path: Path) -> np.n
     return np.frombuffer(blob, dtype=dt).reshape(shape)
 
 
-def _event(row: tuple[Any, ...], path: Path) -> Event:
+def _event(row: tuple[Any, ...], path: Path, shapes: dict[str, tuple[int, ...]]) -> Event:
+    """One row of ``events`` as an Event, every column checked: a file from elsewhere may hold anything.
+
+    ``shapes``: the shapes decoded so far (shape text -> dims); a trace repeats a few shapes many times.
+    The common case is checked inline; ``_bad_event`` names what is wrong."""
     step, idx, phase, name, dtype, shape, h, l2, mean, maxabs, nonfinite, has_value, samples = row
-    try:
-        shape = tuple(int(s) for s in json.loads(shape))
-    except (TypeError, ValueError):
-        raise BadTraceError(f"trace {path} is corrupt (bad shape {shape!r}); record the run again") from None
-    return Event(step, idx, phase, name, dtype, shape, h,
-                 math.nan if l2 is None else l2, math.nan if mean is None else mean,
-                 math.nan if maxabs is None else maxabs, nonfinite, bool(has_value), _split_digests(samples))
+    dims = shapes.get(shape) if type(shape) is str else None
+    if dims is None:
+        dims = decode_shape(shape, path=path, fix=_AGAIN)
+        if len(shapes) < 4096:
+            shapes[shape] = dims
+    fl2, fmean, fmax = _stat(l2), _stat(mean), _stat(maxabs)
+    if (phase not in PHASES or type(name) is not str or type(dtype) is not str or type(h) is not str
+            or fl2 is None or fmean is None or fmax is None or type(nonfinite) is not int
+            or (samples is not None and (type(samples) is not bytes or len(samples) % 16))):
+        _bad_event(row, path)
+    assert fl2 is not None and fmean is not None and fmax is not None
+    return Event(step, idx, phase, name, dtype, dims, h, fl2, fmean, fmax, nonfinite, bool(has_value),
+                 _split_digests(samples))
+
+
+def _stat(x: Any) -> float | None:
+    """A stored statistic as a float (NULL: NaN, as the writer stores it); None when it is not a number."""
+    if x is None:
+        return math.nan
+    return float(x) if type(x) is float or type(x) is int else None
+
+
+def _bad_event(row: tuple[Any, ...], path: Path) -> None:
+    """Raise the one-line error that says which column of an event row is wrong."""
+    step, idx, phase, name, dtype, _shape, h, l2, mean, maxabs, nonfinite, _has_value, _samples = row
+    where = f"event {step}:{idx}"
+    if phase not in PHASES:
+        raise BadTraceError(f"{path} is corrupt: {where} has phase {shown(phase, 40)!r}, not one of "
+                            f"{', '.join(PHASES)}; {_AGAIN}")
+    for what, v in (("name", name), ("dtype", dtype), ("digest", h)):
+        expect_type(v, str, what=f"the {what} of {where}", path=path, fix=_AGAIN)
+    for x in (l2, mean, maxabs):
+        if x is not None:
+            expect_type(x, (int, float), what=f"a statistic of {where}", path=path, fix=_AGAIN)
+    expect_type(nonfinite, int, what=f"the non-finite count of {where}", path=path, fix=_AGAIN)
+    raise BadTraceError(f"{path} is corrupt: the per-sample digests of {where} are not 16-byte digests; {_AGAIN}")
+
+
+def _finished(db: ReadOnlyDB) -> bool:
+    """Whether a WAL-mode trace whose -wal is missing says it was closed (else it was cut off)."""
+    with contextlib.suppress(BadTraceError):
+        rows = db.query("SELECT value FROM meta WHERE key = 'status'")
+        return bool(rows) and rows[0][0] in STATUSES and rows[0][0] != "running"
+    return False
+
+
+@functools.cache
+def _expected(version: int) -> dict[str, list[tuple[str, str]]]:
+    """The tables and columns of a trace of schema ``version`` (``schema.SCHEMAS``)."""
+    return expected_columns(SCHEMAS[version])
 
 
 class Trace:
     """A trace file opened for reading. Use ``Trace.open(path)``."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection, meta: dict[str, str]) -> None:
+    def __init__(self, path: Path, db: ReadOnlyDB, meta: dict[str, str]) -> None:
         self.path = path
         self._db = db
         self._meta = meta
         self.schema_version = int(meta["schema_version"])
-        try:
-            self.header: dict[str, Any] = json.loads(meta.get("header", "{}"))
-        except ValueError:
-            raise BadTraceError(f"{path}: the trace header is not valid JSON; record the run again") from None
+        self.header: dict[str, Any] = decode_json(meta.get("header", "{}"), what="the trace header", path=path,
+                                                  fix=_AGAIN, types=(dict,))
         self.status: str = meta.get("status", "running")
+        if self.status not in STATUSES:
+            raise BadTraceError(f"{path} is corrupt: its status {shown(self.status, 40)!r} is not one of "
+                                f"{', '.join(STATUSES)}; {_AGAIN}")
         self._steps: list[int] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}   # shape text -> dims, decoded once
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | Trace) -> Trace:
-        """Open a trace for reading; raises ``BadTraceError`` naming the file and the fix."""
+        """Open a trace for reading; raises ``BadTraceError`` naming the file and the fix.
+
+        Nothing stored in the file runs (``twinrun._sqlite.open_readonly``: no views, triggers or
+        generated columns, SQLite's limits), the file and its ``-wal`` are never changed, its tables and
+        columns are exactly those of its schema version (1 or 2), and every value read is checked before
+        it is used."""
         if isinstance(path, Trace):
             return path
         path = Path(path)
-        fix = "pass a file written by `twinrun run` or twinrun.record()"
-        if not path.exists():
-            raise BadTraceError(f"{path}: no such file; check the path")
-        if path.is_dir():
-            raise BadTraceError(f"{path} is a folder, not a trace; {fix}")
-        size = path.stat().st_size
-        if size == 0:
-            raise BadTraceError(f"{path} is empty, not a trace; {fix}")
-        with open(path, "rb") as f:
-            magic = f.read(16)
-        if magic != b"SQLite format 3\x00":
-            raise BadTraceError(f"{path} is not a twinrun trace (not an SQLite file); {fix}")
+        db = open_readonly(path, what="a twinrun trace", fix=_FIX, error=BadTraceError, finished=_finished)
         try:
-            db = _connect_read(path)
-            db.execute("PRAGMA query_only=ON")
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not {"meta", "steps", "events"} <= tables:
-                raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {fix}")
-            meta = dict(db.execute("SELECT key, value FROM meta"))
-        except sqlite3.OperationalError as e:
-            if (path.parent / f"{path.name}-wal").exists():
-                raise BadTraceError(f"cannot read {path} ({e}): the trace of an unfinished run keeps its last steps "
-                                    f"in {path.name}-wal, and reading them needs a writable folder; copy both "
-                                    "files to one") from None
-            raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
-        except sqlite3.DatabaseError as e:
-            raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
-        if meta.get("format") != FORMAT or "schema_version" not in meta:
-            raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {fix}")
-        try:
-            version = int(meta["schema_version"])
-        except ValueError:
-            raise BadTraceError(f"{path} has a bad schema version {meta['schema_version']!r}; "
-                                "record the run again") from None
-        if version > SCHEMA_VERSION:
-            raise BadTraceError(f"{path} is of trace schema {version}, newer than this twinrun reads "
-                                f"({SCHEMA_VERSION}); upgrade twinrun (pip install -U twinrun)")
-        try:
-            # A truncated file opens fine; the integrity check reads every page and notices.
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise BadTraceError(f"{path} is truncated or corrupt ({e}); record the run again") from None
-        if check != "ok":
-            raise BadTraceError(f"{path} is truncated or corrupt ({check}); record the run again")
-        return cls(path, db, meta)
+            return cls(path, db, _read_meta(path, db))
+        except BaseException:
+            db.close()
+            raise
 
     # reading
     def steps(self) -> list[int]:
@@ -150,7 +176,7 @@ class Trace:
         else:
             rows = self._query(f"SELECT {cols} FROM events WHERE step = ? "
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
-        events = [_event(r, self.path) for r in rows]
+        events = [_event(r, self.path, self._shapes) for r in rows]
         if self.schema_version >= 2:   # the packed small events, merged in by index
             packed = [e for row in self._packed_rows(step) for e in unpack(row, self.path)]
             if packed:
@@ -171,9 +197,13 @@ class Trace:
             return None
         out = {}
         for step, n, summary, phases in self._query("SELECT step, events, summary, phases FROM steps"):
-            if not isinstance(summary, str) or not isinstance(phases, str) or not isinstance(n, int):
-                raise BadTraceError(f"{self.path} is corrupt: step {step} has no summary; record the run again")
-            out[step] = (n, summary, [p for p in phases.split(",") if p])
+            if type(summary) is not str or type(phases) is not str or type(n) is not int or n < 0:
+                raise BadTraceError(f"{self.path} is corrupt: step {step} has no summary; {_AGAIN}")
+            names = [p for p in phases.split(",") if p]
+            if not all(p in PHASES for p in names):
+                raise BadTraceError(f"{self.path} is corrupt: step {step} names phases {shown(phases, 60)!r}, not "
+                                    f"among {', '.join(PHASES)}; {_AGAIN}")
+            out[step] = (n, summary, names)
         return out
 
     def event_counts(self) -> dict[int, dict[str, int]]:
@@ -181,15 +211,18 @@ class Trace:
         out: dict[int, dict[str, int]] = {s: {} for s in self.steps()}
         for step, phase, n in self._query("SELECT step, phase, COUNT(*) FROM events WHERE step IN "
                                           "(SELECT step FROM steps) GROUP BY step, phase"):
+            if phase not in PHASES:
+                raise BadTraceError(f"{self.path} is corrupt: an event of step {step} has phase "
+                                    f"{shown(phase, 40)!r}; {_AGAIN}")
             out.setdefault(int(step), {})[str(phase)] = int(n)
         if self.schema_version >= 2:
             for step, codes in self._query("SELECT step, phases FROM packed WHERE step IN (SELECT step FROM steps)"):
                 counts = out.setdefault(int(step), {})
                 for code, n in zip(*np.unique(np.frombuffer(codes if isinstance(codes, bytes) else b"\xff", np.uint8),
-                                              return_counts=True)):
+                                              return_counts=True), strict=True):
                     if code >= len(PHASES):
                         raise BadTraceError(f"{self.path} is corrupt: a packed event of step {step} has no phase; "
-                                            "record the run again")
+                                            f"{_AGAIN}")
                     phase = str(PHASES[code])
                     counts[phase] = counts.get(phase, 0) + int(n)
         return out
@@ -203,29 +236,45 @@ class Trace:
             return None
         if self.schema_version < 2:
             rows = self._query("SELECT value FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
-        else:   # its bytes in the step's blob, from its row or its step's packed row
-            got = self._query("SELECT value_off FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
-            offset = got[0][0] if got else packed_value_offset(self._query, event, self.path)
-            if offset is None:
+            if not rows or rows[0][0] is None:
                 return None
-            if type(offset) is not int or offset < 0:
-                raise BadTraceError(f"{self.path} is corrupt: event {event.step}:{event.index} has a bad value "
-                                    "offset; record the run again")
-            rows = self._query("SELECT substr(data, ?, ?) FROM step_values WHERE step = ?",
-                               (offset + 1, _nbytes(event), event.step))
-        if not rows or rows[0][0] is None:
+            return _decode(rows[0][0], event.dtype, event.shape, self.path)
+        # schema 2: its bytes in the step's blob, from its row or its step's packed row
+        got = self._query("SELECT value_off FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
+        offset = got[0][0] if got else packed_value_offset(self._query, event, self.path)
+        if offset is None:
             return None
+        if type(offset) is not int or not 0 <= offset < _MAX_OFFSET:
+            raise BadTraceError(f"{self.path} is corrupt: event {event.step}:{event.index} has a value offset "
+                                f"{shown(offset, 40)!r}, not a whole number from 0 to {_MAX_OFFSET:,}; {_AGAIN}")
+        nbytes = _nbytes(event)
+        if nbytes == 0:   # an empty tensor's value has no bytes (and its step may have no blob)
+            return _decode(b"", event.dtype, event.shape, self.path)
+        rows = self._query("SELECT substr(data, ?, ?) FROM step_values WHERE step = ?",
+                           (offset + 1, nbytes, event.step))
+        if not rows or rows[0][0] is None:
+            raise BadTraceError(f"{self.path} is corrupt: the kept value of event {event.step}:{event.index} is "
+                                f"missing from its step's values; {_AGAIN}")
         return _decode(rows[0][0], event.dtype, event.shape, self.path)
+
+    def check(self) -> None:
+        """Read every committed event and kept value once, so that a corrupt trace fails now (one
+        ``BadTraceError``) rather than halfway through a run compared with it (``--against``)."""
+        self.step_summaries()
+        self.event_counts()
+        for step in self.steps():
+            for e in self.events(step):
+                self.value(e)
+        for key in self._meta:
+            if key.startswith("x."):
+                self.meta(key[2:])
 
     def meta(self, key: str, default: Any = None) -> Any:
         """An extra JSON value stored with ``TraceWriter.set_meta`` (e.g. ``"divergence"``)."""
         raw = self._meta.get(f"x.{key}")
         if raw is None:
             return default
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return default
+        return decode_json(raw, what=f"its {shown(key, 40)!r} record", path=self.path, fix=_AGAIN)
 
     @property
     def created(self) -> float | None:
@@ -234,10 +283,7 @@ class Trace:
         return None
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise BadTraceError(f"{self.path} is truncated or corrupt ({e}); record the run again") from None
+        return self._db.query(sql, params)
 
     def close(self) -> None:
         self._db.close()
@@ -252,13 +298,44 @@ class Trace:
         return f"Trace({str(self.path)!r}, status={self.status!r}, steps={len(self.steps())})"
 
 
-def _connect_read(path: Path) -> sqlite3.Connection:
-    uri = path.resolve().as_uri()
-    # A trace of a killed run keeps its last steps in the -wal file beside it; reading them needs
-    # SQLite's shared-memory index, which read-only mode cannot create. Read-write mode is used
-    # only when we may write there (query_only stops any write).
-    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
-        return sqlite3.connect(f"{uri}?mode=rw", uri=True, check_same_thread=False)
-    return sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
-
-
+def _read_meta(path: Path, db: ReadOnlyDB) -> dict[str, str]:
+    """The meta table of a trace, after checking that the file is one, of a schema this twinrun reads,
+    with exactly the tables and columns of that schema, whole pages, and keys and steps of the right types."""
+    tables = db.tables()
+    if "meta" not in tables or [c for c, _ in tables["meta"]] != ["key", "value"]:
+        raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {_FIX}")
+    rows = db.query("SELECT key, value FROM meta")
+    meta = {k: v for k, v in rows if isinstance(k, str)}
+    if meta.get("format") != FORMAT:
+        if meta.get("schema") == '"twinrun-sweep"':
+            raise BadTraceError(f"{path} is a twinrun sweep results file, not a trace: compare sweeps with "
+                                f"twinrun compare {path}")
+        raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {_FIX}")
+    version = meta.get("schema_version")
+    if not isinstance(version, str) or not version.isdigit() or len(version) > 6:
+        raise BadTraceError(f"{path} has a bad schema version {shown(version, 40)!r}; {_AGAIN}")
+    if int(version) > SCHEMA_VERSION:
+        raise BadTraceError(f"{path} is of trace schema {version}, newer than this twinrun reads "
+                            f"({SCHEMA_VERSION}); upgrade twinrun (pip install -U twinrun)")
+    if int(version) not in SCHEMAS:
+        raise BadTraceError(f"{path} has a bad schema version {shown(version, 40)!r}; {_AGAIN}")
+    # Each version's own tables and columns, exactly: a schema-2 file's packed rows and value blobs
+    # are as checked as its events.
+    db.require_tables(_expected(int(version)))
+    # A truncated file opens fine; the integrity check reads every page and notices.
+    check = db.query("PRAGMA quick_check")
+    if not check or check[0][0] != "ok":
+        problem = shown(check[0][0] if check else "no answer", 120)
+        raise BadTraceError(f"{path} is truncated or corrupt ({problem}); {_AGAIN}")
+    for k, v in rows:
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise BadTraceError(f"{path} is corrupt: its meta table holds a {type(v).__name__} under "
+                                f"{shown(k, 40)!r}, where twinrun writes text; {_AGAIN}")
+    # Steps and indices order and select everything read later: they must be whole numbers. (The step
+    # of steps, packed and step_values is an INTEGER PRIMARY KEY, which SQLite keeps an integer.)
+    bad = db.query("SELECT (SELECT count(*) FROM events WHERE typeof(step) != 'integer' OR "
+                   "typeof(idx) != 'integer') + (SELECT count(*) FROM steps WHERE typeof(step) != 'integer')")
+    if bad and bad[0][0]:
+        raise BadTraceError(f"{path} is corrupt: {bad[0][0]} event(s) or step(s) have a step or index that is "
+                            f"not a whole number; {_AGAIN}")
+    return meta

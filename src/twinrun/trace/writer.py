@@ -14,13 +14,16 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._artifacts import Kind, replace_in_place
 from .._errors import UsageError
 from .._format import to_jsonable
+from .._sqlite import DEFAULT_MAX_VALUE_BYTES
 from .batch import Pending
 from .digest import STORAGE, contiguous, digest_and_stats, dtype_name, sample_digests
 from .events import PHASES, STATUSES, Event
@@ -46,6 +49,10 @@ DEFAULT_VALUE_THRESHOLD = 65_536
 # ... and while the trace's kept values stay within this many bytes.
 DEFAULT_VALUE_BUDGET = 64 * 2**20
 
+# A step's kept values are one blob, which a reader refuses beyond SQLite's length limit
+# (twinrun._sqlite.DEFAULT_MAX_VALUE_BYTES): values past it are not kept, whatever the budget.
+MAX_STEP_VALUE_BYTES = DEFAULT_MAX_VALUE_BYTES
+
 _INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -53,11 +60,14 @@ class TraceWriter:
     """Writes one trace file; every ``commit_step`` is a committed SQLite transaction.
 
     ``value_threshold`` (elements) and ``value_budget`` (bytes) bound which values are kept.
-    An existing file at ``path`` is replaced.
+    An existing trace at ``path`` is replaced (with its ``-wal``/``-shm``); any other file there, and
+    the ``protected`` ``(label, path)`` pairs (the script, the ``--against`` reference), are refused
+    with a one-line ``UsageError`` (``twinrun._artifacts.replace_in_place``).
     """
 
     def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *,
-                 value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET):
+                 value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
+                 protected: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()):
         self.path = Path(path)
         self.value_threshold = int(value_threshold)
         self.value_budget = int(value_budget)
@@ -78,11 +88,7 @@ class TraceWriter:
             header_json = json.dumps(header, sort_keys=True, allow_nan=False, default=to_jsonable)
         except (TypeError, ValueError) as e:
             raise UsageError(f"trace header for {self.path} is not JSON-ready: {e}") from None
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(f"{self.path}{suffix}")
-        if self.path.parent and not self.path.parent.exists():
-            raise UsageError(f"cannot write trace {self.path}: folder {self.path.parent} does not exist")
+        replace_in_place(self.path, Kind.TRACE, protected=protected)
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -157,6 +163,8 @@ class TraceWriter:
         nbytes = array.nbytes
         if not (keep_value or (array.size <= self.value_threshold and self.value_bytes + nbytes <= self.value_budget)):
             return None
+        if len(self._values) + nbytes > MAX_STEP_VALUE_BYTES:   # even when forced: the reader would refuse it
+            return None
         if array.dtype.str != storage:
             if array.dtype.itemsize != np.dtype(storage).itemsize:
                 return None
@@ -185,7 +193,7 @@ class TraceWriter:
         with self._lock:
             self._open(step)
             n_arena = sum(4 * e.size for e in pending if e.offset >= 0 and e.source is None)
-            budget_left = self.value_budget - self.value_bytes
+            budget_left = min(self.value_budget - self.value_bytes, MAX_STEP_VALUE_BYTES - len(self._values))
             threshold = self.value_threshold
             in_place = False
             if adopt and n_arena and not self._values and n_arena <= budget_left and all(
