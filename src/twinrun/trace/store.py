@@ -54,7 +54,8 @@ _MAX_OFFSET = 2**40
 
 
 def _decode(blob: Any, dtype: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
-    expect_type(blob, bytes, what=f"a kept {shown(dtype, 40)}{list(shape)} value", path=path, fix=_AGAIN)
+    if type(blob) is not bytes:   # the message only when needed: a diff reads thousands of values
+        expect_type(blob, bytes, what=f"a kept {shown(dtype, 40)}{list(shape)} value", path=path, fix=_AGAIN)
     storage = STORAGE.get(dtype)
     if storage is None:
         raise BadTraceError(f"trace {path} holds a value of dtype {shown(dtype, 40)!r}, which twinrun does not read; "
