@@ -131,21 +131,42 @@ def _trace_edit(*sql):
     return lambda good, dst: edit(copy(good, dst), *sql)
 
 
+# Trace schema 2 (make_trace's NP_SCRIPT): each step is one row of events (idx 0, the input with its
+# per-sample digests) and one packed row (idx 1-3: layer.0, loss, w), its kept values one blob in
+# step_values. diff skips a step whose summaries are equal in both traces without reading it, so a case
+# that corrupts an event also changes its step's summary (READ), and one that needs a divergence to reach
+# a kept value zeroes the digest of layer.0 (the first packed event: DIVERGE).
+def READ(step: int) -> str:
+    return f"UPDATE steps SET summary = 'changed' WHERE step = {step}"
+
+
+DIVERGE = "UPDATE packed SET digests = '" + "0" * 32 + "' || substr(digests, 33) WHERE step = 0"
+
 TRACE_CASES = {
     "header-5": _trace_edit("UPDATE meta SET value = '5' WHERE key = 'header'"),
     "header-list": _trace_edit("UPDATE meta SET value = '[]' WHERE key = 'header'"),
     "header-null": _trace_edit("UPDATE meta SET value = 'null' WHERE key = 'header'"),
     "header-deep-json": _trace_edit(("UPDATE meta SET value = ? WHERE key = 'header'", (DEEP,))),
-    "shape-deep-json": _trace_edit(("UPDATE events SET shape = ? WHERE step = 0 AND idx = 0", (DEEP,))),
-    "sample-digests-int": _trace_edit("UPDATE events SET sample_digests = 5 WHERE step = 0 AND idx = 0"),
-    "sample-digests-text": _trace_edit("UPDATE events SET sample_digests = 'abc' WHERE step = 0 AND idx = 0"),
-    "value-text": _trace_edit("UPDATE events SET value = 'abc', digest = '00' WHERE step = 0 AND idx = 1"),
-    "value-int": _trace_edit("UPDATE events SET value = 7, digest = '00' WHERE step = 0 AND idx = 1"),
-    "negative-shape": _trace_edit("UPDATE events SET shape = '[-1]', digest = '00' WHERE step = 0 AND idx = 1"),
+    "shape-deep-json": _trace_edit(("UPDATE events SET shape = ? WHERE step = 0 AND idx = 0", (DEEP,)), READ(0)),
+    "sample-digests-int": _trace_edit("UPDATE events SET sample_digests = 5 WHERE step = 0 AND idx = 0", READ(0)),
+    "sample-digests-text": _trace_edit("UPDATE events SET sample_digests = 'abc' WHERE step = 0 AND idx = 0", READ(0)),
+    "value-text": _trace_edit("UPDATE step_values SET data = 'abc' WHERE step = 0", DIVERGE, READ(0)),
+    "value-int": _trace_edit("UPDATE step_values SET data = 7 WHERE step = 0", DIVERGE, READ(0)),
+    "negative-shape": _trace_edit("UPDATE events SET shape = '[-1]', digest = '00' WHERE step = 0 AND idx = 0",
+                                  READ(0)),
     "huge-shape": _trace_edit("UPDATE events SET shape = '[4294967296, 4294967296]', digest = '00' "
-                              "WHERE step = 0 AND idx = 1"),
+                              "WHERE step = 0 AND idx = 0", READ(0)),
     "step-as-text": _trace_edit("UPDATE events SET step = 'zero' WHERE step = 0 AND idx = 0"),
-    "digest-blob": _trace_edit("UPDATE events SET digest = x'00ff' WHERE step = 1 AND idx = 0"),
+    "digest-blob": _trace_edit("UPDATE events SET digest = x'00ff' WHERE step = 1 AND idx = 0", READ(1)),
+    # the same attacks on a packed row
+    "packed-names-deep-json": _trace_edit(("UPDATE packed SET names = ? WHERE step = 0", (DEEP,)), READ(0)),
+    "packed-negative-shape": _trace_edit("UPDATE packed SET shapes = '[[-1], [-1], [-1]]' WHERE step = 0", READ(0)),
+    "packed-huge-shape": _trace_edit("UPDATE packed SET shapes = '[[4294967296, 4294967296]]' WHERE step = 0",
+                                     READ(0)),
+    "packed-stats-text": _trace_edit("UPDATE packed SET stats = 'abc' WHERE step = 0", READ(0)),
+    "packed-offset-out-of-range": _trace_edit("UPDATE packed SET value_off = x'ffffffffffffff7f' || "
+                                              "substr(value_off, 9) WHERE step = 0", DIVERGE, READ(0)),
+    "summary-phases-unknown": _trace_edit("UPDATE steps SET phases = 'evil' WHERE step = 0"),
 }
 
 

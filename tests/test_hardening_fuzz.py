@@ -262,12 +262,21 @@ TRACE_ONLY = {
     "trigger": trigger_trace,
     "generated-column": generated_column_trace,
     "expression-index": expression_index_trace,
-    "huge-shapes": _sql("UPDATE events SET shape = '[4294967296, 4294967296]'"),
-    "negative-shapes": _sql("UPDATE events SET shape = '[-3, 5]'"),
+    # schema 2: diff skips the steps whose summaries are equal in both traces without reading them
+    # (docs/traces.md), so an attack on the events of every step changes every step's summary too
+    "huge-shapes": _sql("UPDATE events SET shape = '[4294967296, 4294967296]'", "UPDATE steps SET summary = 'x'"),
+    "negative-shapes": _sql("UPDATE events SET shape = '[-3, 5]'", "UPDATE steps SET summary = 'x'"),
     "deep-json-header": _sql(("UPDATE meta SET value = ? WHERE key = 'header'", (DEEP,))),
-    "deep-json-shape": _sql(("UPDATE events SET shape = ?", (DEEP,))),
+    "deep-json-shape": _sql(("UPDATE events SET shape = ?", (DEEP,)), "UPDATE steps SET summary = 'x'"),
+    "packed-deep-json-shapes": _sql(("UPDATE packed SET shapes = ?", (DEEP,)), "UPDATE steps SET summary = 'x'"),
+    "packed-huge-shapes": _sql("UPDATE packed SET shapes = '[[4294967296, 4294967296]]'",
+                               "UPDATE steps SET summary = 'x'"),
     "step-as-text": _sql("UPDATE events SET step = 'zero' WHERE step = 0"),
-    "huge-value": _sql("UPDATE events SET value = zeroblob(70000000), digest = '00' WHERE step = 0 AND idx = 1"),
+    # schema 2: a step's kept values are one blob; the first packed event's digest zeroed and the step's
+    # summary changed, so that diff reads the step and the divergent value
+    "huge-value": _sql("UPDATE step_values SET data = zeroblob(70000000) WHERE step = 0",
+                       "UPDATE packed SET digests = '" + "0" * 32 + "' || substr(digests, 33) WHERE step = 0",
+                       "UPDATE steps SET summary = 'changed' WHERE step = 0"),
 }
 RESULTS_ONLY = {
     "newer-schema": _sql("UPDATE meta SET value = '99' WHERE key = 'schema_version'"),

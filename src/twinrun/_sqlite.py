@@ -99,8 +99,9 @@ _LIMITS = {
 
 # SQLite's own tables that a twinrun file may hold (AUTOINCREMENT, ANALYZE); nothing in them runs.
 _INTERNAL_TABLES = re.compile(r"sqlite_(sequence|stat[1-4])")
-# Functions a reader's own SQL may call. Anything else is denied at prepare time.
-_FUNCTIONS = frozenset({"count", "min", "max", "length", "typeof", "coalesce", "ifnull"})
+# Functions a reader's own SQL may call. Anything else is denied at prepare time. substr: a kept value
+# of a schema-2 trace is a slice of its step's blob (it returns at most what the file holds).
+_FUNCTIONS = frozenset({"count", "min", "max", "length", "typeof", "coalesce", "ifnull", "substr"})
 _PRAGMAS = frozenset({"quick_check", "integrity_check", "table_xinfo", "table_info", "user_version",
                       "page_count", "page_size", "schema_version", "journal_mode", "query_only",
                       "trusted_schema"})

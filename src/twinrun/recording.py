@@ -31,6 +31,8 @@ from ._format import to_jsonable
 from .comparison import Divergence, Structural, captured_phases, first_divergence
 from .options import RecordOptions
 from .trace import DEFAULT_VALUE_BUDGET, DEFAULT_VALUE_THRESHOLD, PHASES, Event, Phase, Status, Trace, TraceWriter
+from .trace.batch import Pending, StepBatch
+from .trace.digest import dtype_name
 
 __all__ = ["MAX_OPEN_EVENTS", "Recorder", "StopRun", "active_recorder", "build_header", "no_step_reason", "record",
            "step"]
@@ -68,6 +70,10 @@ class Recorder:
 
     A repeated ``(phase, name)`` within a step gets a call index: ``features.0``, ``features.0#1``.
     Hooks therefore pass plain names. The recorder is ``active_recorder()`` until closed.
+
+    The open step's events are held in a ``StepBatch`` (small float32 tensors copied at the call and
+    digested all at once as the step ends) and handed to the writer at ``end_step``, or earlier, still
+    uncommitted, once its small tensors pass ``batch.ARENA_LIMIT`` bytes.
     """
 
     def __init__(self, writer: TraceWriter, options: RecordOptions | None = None, *,
@@ -92,9 +98,12 @@ class Recorder:
         self.stop_reason: str | None = None
         self.reference_error: str | None = None   # the reference could not be read mid-run
         self.closed = False
-        self._events: list[Event] = []
+        self._batch = StepBatch()
+        self._handed: list[Event] = []        # events of the open step already with the writer (--against)
+        self._open_events = 0
         self._calls: dict[tuple[str, str], int] = {}
         self._adapters: list[Any] = []
+        self._converters: dict[type, Any] = {}   # tensor type -> its adapter
         self._uninstall: list[Callable[[], None]] = []
         self._hooked: set[str] = set()
         self._step_listeners: list[Callable[[], None]] = []
@@ -120,17 +129,18 @@ class Recorder:
         return not self.closed and phase in self.capture and self.step % self.every == 0
 
     def event(self, phase: str, name: str, value: Any, *, per_sample: bool = False,
-              same_as: Event | None = None) -> Event | None:
+              same_as: Pending | Event | None = None) -> Pending | None:
         """Record ``value`` (a tensor of any loaded framework, a NumPy array or a number) as an event.
 
-        ``same_as``: an Event of this step recorded from the very same, unchanged tensor; its digest
-        and stats are reused (hooks use it for a container's output, which is its last child's).
+        The event is written as the step ends. Returns its handle (None when not recorded): passed
+        back as ``same_as`` for the very same, unchanged tensor later in this step, its digest and
+        stats are reused (hooks use it for a container's output, which is its last child's).
         """
         if phase not in PHASES:
             raise UsageError(f"unknown trace phase {phase!r}; use one of {', '.join(PHASES)}")
         if not self.wants(phase):
             return None
-        if len(self._events) >= MAX_OPEN_EVENTS:
+        if self._open_events >= MAX_OPEN_EVENTS:
             self.dropped += 1
             if self.dropped == 1:
                 self.note(f"step {self.step} passed {MAX_OPEN_EVENTS:,} events without ending: its further events "
@@ -141,14 +151,26 @@ class Recorder:
             key = (phase, name)
             n = self._calls.get(key, 0)
             self._calls[key] = n + 1
-            ev = self.writer.add(self.step, phase, name if n == 0 else f"{name}#{n}", array,
-                                 dtype=dtype, per_sample=per_sample, same_as=same_as)
-            self._events.append(ev)
+            ev = self._batch.add(phase, name if n == 0 else f"{name}#{n}", array, dtype, per_sample=per_sample,
+                                 same_as=same_as, step=self.step, keep_up_to=self.writer.value_threshold,
+                                 budget_left=self.writer.value_budget - self.writer.value_bytes)
+            self._open_events += 1
+            if self._batch.full:
+                self._hand_over(adopt=False)
         return ev
+
+    def _hand_over(self, *, adopt: bool) -> None:
+        """The open step's events so far to the writer (uncommitted until ``commit_step``)."""
+        pending, arena = self._batch.take()
+        self._handed += self.writer.append_step(self.step, pending, arena, want_events=self.against is not None,
+                                                adopt=adopt)
 
     def _convert(self, value: Any, name: str) -> tuple[np.ndarray, str]:
         if isinstance(value, np.ndarray):
-            return value, str(value.dtype)
+            return value, dtype_name(value.dtype)
+        adapter = self._converters.get(type(value))
+        if adapter is not None:
+            return adapter.to_numpy(value), adapter.dtype_name(value)
         from . import frameworks
 
         for refresh in (False, True):
@@ -156,6 +178,7 @@ class Recorder:
                 self._adapters = [a for a in frameworks.loaded() if a.name != "numpy"]
             for adapter in self._adapters:
                 if adapter.is_tensor(value):
+                    self._converters[type(value)] = adapter
                     return adapter.to_numpy(value), adapter.dtype_name(value)
         if isinstance(value, (bool, int, float, np.generic)):
             arr = np.asarray(value)
@@ -190,11 +213,14 @@ class Recorder:
                 return
             for listener in self._step_listeners:
                 listener()   # what the step still owes (the parameters of an update made by hand)
+            step = self.step
+            self._calls, self._open_events = {}, 0
+            if self.recording:
+                self._hand_over(adopt=True)   # the writer holds the step now: meta set below commits with it
             if self.distributed is not None and self.distributed.get("backend") is None:
                 self._learn_backend()
-            step = self.step
-            events, self._events, self._calls = self._events, [], {}
             if self.recording:
+                events, self._handed = self._handed, []
                 self.writer.commit_step(step)
                 if self.against is not None and self.divergence is None and step in self._ref_steps:
                     try:

@@ -128,7 +128,7 @@ def _share_env(src: Path, out: Path) -> SharedCopy:
 def _share_sqlite(src: Path, out: Path, kind: Kind) -> SharedCopy:
     if kind == Kind.TRACE:
         from .trace import Trace
-        from .trace.store import DDL
+        from .trace.schema import SCHEMAS
 
         with Trace.open(src) as t:
             t.check()   # every event and value readable: never share (or hide) a corrupt file
@@ -138,7 +138,9 @@ def _share_sqlite(src: Path, out: Path, kind: Kind) -> SharedCopy:
         env = header.get("env")
         host = env.get("host") if isinstance(env, dict) else None
         scrub = _scrubber([host.get("hostname", "")] if isinstance(host, dict) else [], paths)
-        return _rebuild(src, out, kind, DDL, lambda db, tmp: _copy_trace(db, tmp, scrub))
+        # Written in trace schema 1, which every twinrun reads: a kept value is its event's own blob
+        # there, so dropping it drops its bytes (in schema 2 values share one blob per step).
+        return _rebuild(src, out, kind, SCHEMAS[1], lambda db, tmp: _copy_trace(src, db, tmp, scrub))
     from .sweep.results import DDL as RESULTS_DDL
     from .sweep.results import Results
 
@@ -178,24 +180,37 @@ def _rebuild(src: Path, out: Path, kind: Kind, ddl: str,
     return SharedCopy(str(kind), str(src), str(out), dropped)
 
 
-def _copy_trace(db: ReadOnlyDB, conn: sqlite3.Connection, scrub: Callable[[Any], Any]) -> int:
+def _copy_trace(src: Path, db: ReadOnlyDB, conn: sqlite3.Connection, scrub: Callable[[Any], Any]) -> int:
+    """Copy a trace of any schema this twinrun reads into ``conn`` (schema 1): meta scrubbed, every
+    committed event as the reader checked it, the kept values of ``input`` events dropped."""
+    from .trace import Trace
+    from .trace.schema import shape_json, sql_float
+
     for key, value in db.query("SELECT key, value FROM meta"):
         if key == "header" or key.startswith("x."):
             value = json.dumps(scrub(json.loads(value)), sort_keys=True)
+        elif key == "schema_version":
+            value = "1"
         conn.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('x.shared', ?)",
                  (json.dumps({"by": "twinrun redact", "dropped": "kept values of input events"}),))
     conn.executemany("INSERT INTO steps VALUES (?, ?, ?)", db.query("SELECT step, events, committed FROM steps"))
     dropped = 0
-    cols = "step, idx, phase, name, dtype, shape, digest, l2, mean, maxabs, nonfinite, value, sample_digests"
-    steps = [s for (s,) in db.query("SELECT DISTINCT step FROM events ORDER BY step")]
-    for step in steps:   # a step at a time: kept values can reach 64 MiB per trace
-        rows = db.query(f"SELECT {cols} FROM events WHERE step = ? ORDER BY idx", (step,))
-        for row in rows:
-            if row[2] == "input" and row[11] is not None:   # samples of the user's data
-                row = (*row[:11], None, row[12])
-                dropped += 1
-            conn.execute(f"INSERT INTO events ({cols}) VALUES ({', '.join('?' * 13)})", row)
+    with Trace.open(src) as t:
+        for step in t.steps():   # a step at a time: kept values can reach 64 MiB per trace
+            rows = []
+            for e in t.events(step):
+                value = None
+                if e.has_value:
+                    if e.phase == "input":   # samples of the user's data
+                        dropped += 1
+                    else:
+                        kept = t.value(e)
+                        value = None if kept is None else kept.tobytes()
+                samples = None if e.sample_digests is None else bytes.fromhex("".join(e.sample_digests))
+                rows.append((e.step, e.index, e.phase, e.name, e.dtype, shape_json(tuple(e.shape)), e.digest,
+                             sql_float(e.l2), sql_float(e.mean), sql_float(e.maxabs), e.nonfinite, value, samples))
+            conn.executemany(f"INSERT INTO events VALUES ({', '.join('?' * 13)})", rows)
     return dropped
 
 

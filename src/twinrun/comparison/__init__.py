@@ -1,7 +1,8 @@
 """Two traces side by side: identical, or where they first part and how the difference grows.
 
 Bitwise equality of two events is equality of their digests. The first divergence is the first
-event, in order, whose digest differs; an event missing, of another shape, dtype or name is a
+event, in order, whose digest differs (``diff`` skips the leading steps whose summary digests are
+equal without reading their events); an event missing, of another shape, dtype or name is a
 structural mismatch, reported as such and never as a numeric divergence. One function,
 :func:`first_divergence`, finds it in a step: ``diff`` uses it offline, the recorder live
 (``twinrun run --against``).
@@ -249,8 +250,20 @@ def _diff(ta: Trace, tb: Trace) -> Comparison:
     structural: list[Structural] = []
     growth: list[Growth] = []
     before: set[str] = set()
-    n_events = 0
-    for step in common:
+    n_events = skipped = 0
+    summaries = (ta.step_summaries(), tb.step_summaries()) if len(phases) == len(PHASES) else (None, None)
+    if summaries[0] is not None and summaries[1] is not None:
+        # Leading steps with equal summaries hold the same events bit for bit (schema 2): they add their
+        # event count and phases and nothing else, so their events are not read (a long identical run
+        # costs one small row per step).
+        for step in common:
+            x = summaries[0].get(step)
+            if x is None or x != summaries[1].get(step):
+                break
+            n_events += x[0]
+            before.update(x[2])
+            skipped += 1
+    for step in common[skipped:]:
         ea = [e for e in ta.events(step) if e.phase in keep]
         eb = [e for e in tb.events(step) if e.phase in keep]
         scan = scan_step(ea, eb)

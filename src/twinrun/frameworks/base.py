@@ -26,6 +26,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..seeding import Seeds
+    from ..trace.batch import Pending
     from ..trace.events import Event
 
 __all__ = ["Adapter", "Bits", "EnvVar", "FixWords", "Intervention", "InterventionContext", "LayerBits", "ProbeCall",
@@ -42,7 +43,8 @@ class RecorderLike(Protocol):
     def wants(self, phase: str) -> bool: ...
 
     def event(self, phase: str, name: str, value: Any, *, per_sample: bool = False,
-              same_as: Event | None = None) -> Event | None: ...
+              same_as: Pending | Event | None = None) -> Pending | None:
+        """Record ``value``; the handle returned may come back as ``same_as`` for the same, unchanged tensor."""
 
     def end_step(self) -> None: ...
 

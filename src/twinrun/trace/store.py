@@ -2,9 +2,11 @@
 
 A run is a sequence of steps; within a step, events come in program order. Each event carries a
 128-bit digest of dtype + shape + bytes, float64 stats, and, for small tensors within a budget, the
-raw value. Writing commits every step, so a run killed mid-way leaves a trace readable up to its
-last committed step. Reading never executes anything from the file: values are raw bytes with an
-allow-listed dtype and a shape.
+raw value. Writing (``TraceWriter``, ``writer.py``) commits every step, so a run killed mid-way leaves
+a trace readable up to its last committed step. Reading (``Trace``, here) never executes anything from
+the file (``twinrun._sqlite.open_readonly``) and checks every value it reads: values are raw bytes with
+an allow-listed dtype and a shape. The tables of each schema version are in ``schema.py``; this reader
+reads versions 1 and 2, each checked against its own tables and columns.
 
 >>> import numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "run.trace")
@@ -22,251 +24,38 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
-import sqlite3
-import threading
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._artifacts import Kind, replace_in_place
 from .._decode import decode_json, decode_shape, expect_type
 from .._display import shown
-from .._errors import BadTraceError, UsageError
-from .._format import to_jsonable
+from .._errors import BadTraceError
 from .._sqlite import ReadOnlyDB, expected_columns, open_readonly
-from .digest import STORAGE, contiguous, digest_and_stats, sample_digests
+from .digest import STORAGE
 from .events import PHASES, STATUSES, Event
+from .schema import AGAIN as _AGAIN
+from .schema import FORMAT, PACKED_COLUMNS, SCHEMA_VERSION, SCHEMAS, event_columns, packed_value_offset, unpack
+from .schema import split_digests as _split_digests
+from .schema import value_nbytes as _nbytes
+from .writer import DEFAULT_VALUE_BUDGET, DEFAULT_VALUE_THRESHOLD, TraceWriter
 
-__all__ = ["DDL", "DEFAULT_VALUE_BUDGET", "DEFAULT_VALUE_THRESHOLD", "FORMAT", "SCHEMA_VERSION", "Trace", "TraceWriter"]
+__all__ = ["DEFAULT_VALUE_BUDGET", "DEFAULT_VALUE_THRESHOLD", "FORMAT", "SCHEMA_VERSION", "Trace", "TraceWriter"]
 
-SCHEMA_VERSION = 1
-FORMAT = "twinrun-trace"
-
-# Values are kept for tensors of at most this many elements (a 10x2048 classifier weight fits, so
-# its first divergence can be shown value by value) ...
-DEFAULT_VALUE_THRESHOLD = 65_536
-# ... and while the trace's kept values stay within this many bytes.
-DEFAULT_VALUE_BUDGET = 64 * 2**20
-
-DDL = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE steps (step INTEGER PRIMARY KEY, events INTEGER NOT NULL, committed REAL NOT NULL);
-CREATE TABLE events (
-    step INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    phase TEXT NOT NULL,
-    name TEXT NOT NULL,
-    dtype TEXT NOT NULL,
-    shape TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    l2 REAL, mean REAL, maxabs REAL,
-    nonfinite INTEGER NOT NULL,
-    value BLOB,
-    sample_digests BLOB,
-    PRIMARY KEY (step, idx)
-) WITHOUT ROWID;
-"""
-
-
-def _split_digests(blob: bytes | None) -> list[str] | None:
-    if blob is None:
-        return None
-    return [blob[i:i + 16].hex() for i in range(0, len(blob), 16)]
-
-
-# --- writing -------------------------------------------------------------------------------------
-
-class TraceWriter:
-    """Writes one trace file; every ``commit_step`` is a committed SQLite transaction.
-
-    ``value_threshold`` (elements) and ``value_budget`` (bytes) bound which values are kept.
-    An existing trace at ``path`` is replaced (with its ``-wal``/``-shm``); any other file there, and
-    the ``protected`` ``(label, path)`` pairs (the script, the ``--against`` reference), are refused
-    with a one-line ``UsageError`` (``twinrun._artifacts.replace_in_place``).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], header: dict[str, Any], *,
-                 value_threshold: int = DEFAULT_VALUE_THRESHOLD, value_budget: int = DEFAULT_VALUE_BUDGET,
-                 protected: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()):
-        self.path = Path(path)
-        self.value_threshold = int(value_threshold)
-        self.value_budget = int(value_budget)
-        self.value_bytes = 0
-        self.status = "running"
-        self._next_index: dict[int, int] = {}
-        self._open_step: int | None = None
-        self._lock = threading.Lock()
-        self.closed = False
-        try:
-            header_json = json.dumps(header, sort_keys=True, allow_nan=False, default=to_jsonable)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"trace header for {self.path} is not JSON-ready: {e}") from None
-        replace_in_place(self.path, Kind.TRACE, protected=protected)
-        try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise UsageError(f"cannot write trace {self.path}: {e}") from None
-        # WAL: a commit appends to the log; a SIGKILL after it loses nothing (the OS holds the
-        # bytes). close() folds the log back so a finished trace is a single file.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("BEGIN")
-        for stmt in filter(str.strip, DDL.split(";")):
-            self._db.execute(stmt)
-        self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
-            ("format", FORMAT),
-            ("schema_version", str(SCHEMA_VERSION)),
-            ("header", header_json),
-            ("status", "running"),
-            ("created", f"{time.time():.3f}"),
-            ("value_threshold", str(self.value_threshold)),
-            ("value_budget", str(self.value_budget)),
-            ("value_bytes", "0"),
-        ])
-        self._db.execute("COMMIT")
-
-    # writing events
-    def add(self, step: int, phase: str, name: str, array: np.ndarray, *, dtype: str | None = None,
-            per_sample: bool = False, keep_value: bool | None = None, same_as: Event | None = None) -> Event:
-        """Record one tensor of ``step`` (uncommitted until ``commit_step(step)``); return its Event.
-
-        ``array`` is a NumPy array (raw integer bits for dtypes NumPy lacks, with ``dtype`` naming
-        the real one, e.g. ``"bfloat16"``). ``per_sample`` also stores a digest per slice along dim 0.
-        ``keep_value`` forces (True) or forbids (False) keeping the value; by default it is kept when
-        small enough and within the budget.
-        """
-        if phase not in PHASES:
-            raise UsageError(f"unknown trace phase {phase!r}; use one of {', '.join(PHASES)}")
-        array = contiguous(np.asarray(array))
-        dtype = dtype or str(array.dtype)
-        shape = tuple(int(s) for s in array.shape)
-        if same_as is not None and same_as.dtype == dtype and tuple(same_as.shape) == shape:
-            # The very tensor of an earlier event, unchanged (e.g. a Sequential's output is its last
-            # child's): reuse digest and stats instead of reading it again.
-            h, l2, mean, maxabs, nonfinite = (same_as.digest, same_as.l2, same_as.mean, same_as.maxabs,
-                                               same_as.nonfinite)
-        else:
-            h, (l2, mean, maxabs, nonfinite) = digest_and_stats(array, dtype)
-        samples = sample_digests(array, dtype) if per_sample and array.ndim >= 1 else None
-        value = None
-        storage = STORAGE.get(dtype)
-        if storage is not None and keep_value is not False:
-            nbytes = array.nbytes
-            small = array.size <= self.value_threshold and self.value_bytes + nbytes <= self.value_budget
-            if keep_value or small:
-                stored: np.ndarray | None = array
-                if array.dtype.str != storage:
-                    stored = array.view(storage) if array.dtype.itemsize == np.dtype(storage).itemsize else None
-                if stored is not None:
-                    value = stored.tobytes()  # small by construction: the copy is cheap
-                    self.value_bytes += nbytes
-        with self._lock:
-            self._check_open()
-            if self._open_step is None:
-                self._db.execute("BEGIN")
-                self._open_step = step
-            elif step != self._open_step:
-                raise UsageError(f"trace {self.path}: event for step {step} while step {self._open_step} "
-                                 "is not committed; call commit_step first")
-            index = self._next_index.get(step, 0)
-            self._next_index[step] = index + 1
-            self._db.execute(
-                "INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (step, index, phase, name, dtype, json.dumps(list(shape)), h,
-                 _sql_float(l2), _sql_float(mean), _sql_float(maxabs), nonfinite, value, samples))
-        return Event(step, index, phase, name, dtype, shape, h, l2, mean, maxabs, nonfinite,
-                     value is not None, _split_digests(samples))
-
-    def commit_step(self, step: int) -> None:
-        """Commit ``step``: from now on it survives a crash of this process."""
-        with self._lock:
-            self._check_open()
-            if self._open_step is None:
-                self._db.execute("BEGIN")
-            elif step != self._open_step:
-                raise UsageError(f"trace {self.path}: commit_step({step}) while step {self._open_step} is open")
-            self._db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
-                             (step, self._next_index.get(step, 0), time.time()))
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'value_bytes'", (str(self.value_bytes),))
-            self._db.execute("COMMIT")
-            self._open_step = None
-
-    def set_meta(self, key: str, value: Any) -> None:
-        """Store a JSON-ready ``value`` under ``key`` in the trace's meta table (committed now)."""
-        with self._lock:
-            self._check_open()
-            text = json.dumps(to_jsonable(value), sort_keys=True)
-            # Outside a step this commits at once; inside one, with the step.
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"x.{key}", text))
-
-    def set_status(self, status: str) -> None:
-        """Record ``status`` now (committed with the open step, or at once when none is open)."""
-        if status not in STATUSES:
-            raise UsageError(f"unknown trace status {status!r}; use one of {', '.join(STATUSES)}")
-        with self._lock:
-            self._check_open()
-            self.status = status
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'status'", (status,))
-
-    def value(self, event: Event) -> np.ndarray | None:
-        """The stored value of one of this trace's committed events (see ``Trace.value``)."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM events WHERE step = ? AND idx = ?",
-                                   (event.step, event.index)).fetchone()
-        return None if row is None or row[0] is None else _decode(row[0], event.dtype, event.shape, self.path)
-
-    def close(self, status: str = "complete", meta: dict[str, Any] | None = None) -> None:
-        """Mark the trace ``status`` and close it. An uncommitted step is dropped; ``meta`` (key: JSON
-        value) is stored as by ``set_meta``, after that."""
-        if self.closed:
-            return
-        if status not in STATUSES:
-            raise UsageError(f"unknown trace status {status!r}; use one of {', '.join(STATUSES)}")
-        with self._lock:
-            if self._open_step is not None:
-                self._db.execute("ROLLBACK")
-                self._open_step = None
-            for key, value in (meta or {}).items():   # as set_meta does (its lock is held here)
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                 (f"x.{key}", json.dumps(to_jsonable(value), sort_keys=True)))
-            self.status = status
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'status'", (status,))
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('closed', ?)", (f"{time.time():.3f}",))
-            with contextlib.suppress(sqlite3.Error):  # another reader may hold the log open
-                self._db.execute("PRAGMA journal_mode=DELETE")
-            self._db.close()
-            self.closed = True
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise UsageError(f"trace {self.path} is already closed")
-
-    def __enter__(self) -> TraceWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        self.close("failed" if exc_type is not None else "complete")
-
-
-def _sql_float(x: float) -> float | None:
-    # SQLite stores NaN as NULL anyway; make it explicit.
-    return None if math.isnan(x) else x
-
+_FIX = "pass a file written by `twinrun run` or twinrun.record()"
+# A step's value blob is one SQLite blob, at most about 2**31 bytes: a larger offset is corrupt (and
+# offset + 1 must fit SQLite's 64-bit integers).
+_MAX_OFFSET = 2**40
 
 # --- reading -------------------------------------------------------------------------------------
 
-_FIX = "pass a file written by `twinrun run` or twinrun.record()"
-_AGAIN = "record the run again"
-
 
 def _decode(blob: Any, dtype: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
-    expect_type(blob, bytes, what=f"a kept {dtype}{list(shape)} value", path=path, fix=_AGAIN)
+    if type(blob) is not bytes:   # the message only when needed: a diff reads thousands of values
+        expect_type(blob, bytes, what=f"a kept {shown(dtype, 40)}{list(shape)} value", path=path, fix=_AGAIN)
     storage = STORAGE.get(dtype)
     if storage is None:
         raise BadTraceError(f"trace {path} holds a value of dtype {shown(dtype, 40)!r}, which twinrun does not read; "
@@ -277,10 +66,6 @@ def _decode(blob: Any, dtype: str, shape: tuple[int, ...], path: Path) -> np.nda
         raise BadTraceError(f"trace {path} is corrupt: a {dtype}{list(shape)} value has {len(blob)} bytes; "
                             "record the run again")
     return np.frombuffer(blob, dtype=dt).reshape(shape)
-
-
-_EVENT_COLS = ("step, idx, phase, name, dtype, shape, digest, l2, mean, maxabs, nonfinite, value IS NOT NULL, "
-               "sample_digests")
 
 
 def _event(row: tuple[Any, ...], path: Path, shapes: dict[str, tuple[int, ...]]) -> Event:
@@ -336,8 +121,9 @@ def _finished(db: ReadOnlyDB) -> bool:
 
 
 @functools.cache
-def _expected() -> dict[str, list[tuple[str, str]]]:
-    return expected_columns(DDL)
+def _expected(version: int) -> dict[str, list[tuple[str, str]]]:
+    """The tables and columns of a trace of schema ``version`` (``schema.SCHEMAS``)."""
+    return expected_columns(SCHEMAS[version])
 
 
 class Trace:
@@ -362,8 +148,9 @@ class Trace:
         """Open a trace for reading; raises ``BadTraceError`` naming the file and the fix.
 
         Nothing stored in the file runs (``twinrun._sqlite.open_readonly``: no views, triggers or
-        generated columns, SQLite's limits), the file and its ``-wal`` are never changed, and every
-        value read is checked before it is used."""
+        generated columns, SQLite's limits), the file and its ``-wal`` are never changed, its tables and
+        columns are exactly those of its schema version (1 or 2), and every value read is checked before
+        it is used."""
         if isinstance(path, Trace):
             return path
         path = Path(path)
@@ -383,13 +170,42 @@ class Trace:
 
     def events(self, step: int | None = None) -> list[Event]:
         """The events of ``step`` (all committed steps when None), in program order."""
+        cols = event_columns(self.schema_version)
         if step is None:
-            rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step IN (SELECT step FROM steps) "
+            rows = self._query(f"SELECT {cols} FROM events WHERE step IN (SELECT step FROM steps) "
                                "ORDER BY step, idx")
         else:
-            rows = self._query(f"SELECT {_EVENT_COLS} FROM events WHERE step = ? "
+            rows = self._query(f"SELECT {cols} FROM events WHERE step = ? "
                                "AND step IN (SELECT step FROM steps) ORDER BY idx", (step,))
-        return [_event(r, self.path, self._shapes) for r in rows]
+        events = [_event(r, self.path, self._shapes) for r in rows]
+        if self.schema_version >= 2:   # the packed small events, merged in by index
+            packed = [e for row in self._packed_rows(step) for e in unpack(row, self.path)]
+            if packed:
+                events += packed
+                events.sort(key=lambda e: (e.step, e.index))
+        return events
+
+    def _packed_rows(self, step: int | None) -> list[tuple[Any, ...]]:
+        where = "" if step is None else " AND step = ?"
+        return self._query(f"SELECT {PACKED_COLUMNS} FROM packed WHERE step IN (SELECT step FROM steps){where}",
+                           () if step is None else (step,))
+
+    def step_summaries(self) -> dict[int, tuple[int, str, list[str]]] | None:
+        """``{step: (events, summary, phases)}`` of every committed step: equal summaries mean identical
+        steps (every event's phase, name, dtype, shape and digest, in order); ``phases``: those the step
+        holds. None for a trace of schema 1, which has no summaries."""
+        if self.schema_version < 2:
+            return None
+        out = {}
+        for step, n, summary, phases in self._query("SELECT step, events, summary, phases FROM steps"):
+            if type(summary) is not str or type(phases) is not str or type(n) is not int or n < 0:
+                raise BadTraceError(f"{self.path} is corrupt: step {step} has no summary; {_AGAIN}")
+            names = [p for p in phases.split(",") if p]
+            if not all(p in PHASES for p in names):
+                raise BadTraceError(f"{self.path} is corrupt: step {step} names phases {shown(phases, 60)!r}, not "
+                                    f"among {', '.join(PHASES)}; {_AGAIN}")
+            out[step] = (n, summary, names)
+        return out
 
     def event_counts(self) -> dict[int, dict[str, int]]:
         """``{step: {phase: number of events}}`` of the committed steps, in one query."""
@@ -400,6 +216,16 @@ class Trace:
                 raise BadTraceError(f"{self.path} is corrupt: an event of step {step} has phase "
                                     f"{shown(phase, 40)!r}; {_AGAIN}")
             out.setdefault(int(step), {})[str(phase)] = int(n)
+        if self.schema_version >= 2:
+            for step, codes in self._query("SELECT step, phases FROM packed WHERE step IN (SELECT step FROM steps)"):
+                counts = out.setdefault(int(step), {})
+                for code, n in zip(*np.unique(np.frombuffer(codes if isinstance(codes, bytes) else b"\xff", np.uint8),
+                                              return_counts=True), strict=True):
+                    if code >= len(PHASES):
+                        raise BadTraceError(f"{self.path} is corrupt: a packed event of step {step} has no phase; "
+                                            f"{_AGAIN}")
+                    phase = str(PHASES[code])
+                    counts[phase] = counts.get(phase, 0) + int(n)
         return out
 
     def value(self, event: Event) -> np.ndarray | None:
@@ -409,14 +235,34 @@ class Trace:
         """
         if not event.has_value:
             return None
-        rows = self._query("SELECT value FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
-        if not rows or rows[0][0] is None:
+        if self.schema_version < 2:
+            rows = self._query("SELECT value FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
+            if not rows or rows[0][0] is None:
+                return None
+            return _decode(rows[0][0], event.dtype, event.shape, self.path)
+        # schema 2: its bytes in the step's blob, from its row or its step's packed row
+        got = self._query("SELECT value_off FROM events WHERE step = ? AND idx = ?", (event.step, event.index))
+        offset = got[0][0] if got else packed_value_offset(self._query, event, self.path)
+        if offset is None:
             return None
+        if type(offset) is not int or not 0 <= offset < _MAX_OFFSET:
+            raise BadTraceError(f"{self.path} is corrupt: event {event.step}:{event.index} has a value offset "
+                                f"{shown(offset, 40)!r}, not a whole number from 0 to {_MAX_OFFSET:,}; {_AGAIN}")
+        nbytes = _nbytes(event)
+        if nbytes == 0:   # an empty tensor's value has no bytes (and its step may have no blob)
+            return _decode(b"", event.dtype, event.shape, self.path)
+        rows = self._query("SELECT substr(data, ?, ?) FROM step_values WHERE step = ?",
+                           (offset + 1, nbytes, event.step))
+        if not rows or rows[0][0] is None:
+            raise BadTraceError(f"{self.path} is corrupt: the kept value of event {event.step}:{event.index} is "
+                                f"missing from its step's values; {_AGAIN}")
         return _decode(rows[0][0], event.dtype, event.shape, self.path)
 
     def check(self) -> None:
         """Read every committed event and kept value once, so that a corrupt trace fails now (one
         ``BadTraceError``) rather than halfway through a run compared with it (``--against``)."""
+        self.step_summaries()
+        self.event_counts()
         for step in self.steps():
             for e in self.events(step):
                 self.value(e)
@@ -455,7 +301,7 @@ class Trace:
 
 def _read_meta(path: Path, db: ReadOnlyDB) -> dict[str, str]:
     """The meta table of a trace, after checking that the file is one, of a schema this twinrun reads,
-    with exactly a trace's tables and columns, whole pages, and keys and steps of the right types."""
+    with exactly the tables and columns of that schema, whole pages, and keys and steps of the right types."""
     tables = db.tables()
     if "meta" not in tables or [c for c, _ in tables["meta"]] != ["key", "value"]:
         raise BadTraceError(f"{path} is an SQLite file but not a twinrun trace; {_FIX}")
@@ -472,7 +318,11 @@ def _read_meta(path: Path, db: ReadOnlyDB) -> dict[str, str]:
     if int(version) > SCHEMA_VERSION:
         raise BadTraceError(f"{path} is of trace schema {version}, newer than this twinrun reads "
                             f"({SCHEMA_VERSION}); upgrade twinrun (pip install -U twinrun)")
-    db.require_tables(_expected())
+    if int(version) not in SCHEMAS:
+        raise BadTraceError(f"{path} has a bad schema version {shown(version, 40)!r}; {_AGAIN}")
+    # Each version's own tables and columns, exactly: a schema-2 file's packed rows and value blobs
+    # are as checked as its events.
+    db.require_tables(_expected(int(version)))
     # A truncated file opens fine; the integrity check reads every page and notices.
     check = db.query("PRAGMA quick_check")
     if not check or check[0][0] != "ok":
@@ -482,7 +332,8 @@ def _read_meta(path: Path, db: ReadOnlyDB) -> dict[str, str]:
         if not isinstance(k, str) or not isinstance(v, str):
             raise BadTraceError(f"{path} is corrupt: its meta table holds a {type(v).__name__} under "
                                 f"{shown(k, 40)!r}, where twinrun writes text; {_AGAIN}")
-    # Steps and indices order and select everything read later: they must be whole numbers.
+    # Steps and indices order and select everything read later: they must be whole numbers. (The step
+    # of steps, packed and step_values is an INTEGER PRIMARY KEY, which SQLite keeps an integer.)
     bad = db.query("SELECT (SELECT count(*) FROM events WHERE typeof(step) != 'integer' OR "
                    "typeof(idx) != 'integer') + (SELECT count(*) FROM steps WHERE typeof(step) != 'integer')")
     if bad and bad[0][0]:

@@ -34,7 +34,6 @@ once on stderr and in the trace).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import warnings
@@ -47,6 +46,7 @@ from torch.nn.modules import module as _nn_module
 from torch.optim import optimizer as _optim
 
 from ..base import RecorderLike
+from .handoff import numpy_view, pid
 from .naming import Root, forward_parameters, is_keras_layer, param_path, tensors
 from .watching import _OWNERS, _WATCHED_MODELS, _WATCHED_OPTIMIZERS, own, owner_of, unwatch, watch
 
@@ -65,7 +65,7 @@ class TorchTracer:
 
     def __init__(self, recorder: RecorderLike):
         self.recorder = recorder
-        self._pid = os.getpid()
+        self._pid = pid()
         self._thread = threading.get_ident()
         # One frame per running module forward: (module, root or None, recording?)
         self._stack: list[tuple[torch.nn.Module, Root | None, bool]] = []
@@ -135,7 +135,7 @@ class TorchTracer:
 
     # --- helpers ---------------------------------------------------------------------------------
     def _here(self) -> bool:
-        return threading.get_ident() == self._thread and os.getpid() == self._pid
+        return threading.get_ident() == self._thread and self._pid == pid()
 
     def _wants(self, phase: str) -> bool:
         return self.recorder.wants(phase)
@@ -145,7 +145,7 @@ class TorchTracer:
         # A container's output is its last child's tensor, an Identity's its input: those are
         # hashed once per step (same object, same version counter), then reused.
         same = self._same(value)
-        ev = self.recorder.event(phase, name, value, per_sample=per_sample, same_as=same)
+        ev = self.recorder.event(phase, name, numpy_view(value), per_sample=per_sample, same_as=same)
         if ev is not None and same is None:
             version = _version(value)
             if version is not None:
@@ -314,6 +314,9 @@ class TorchTracer:
         _, root, recording = stack.pop()
         if root is not None and recording and output is not None and self._wants("forward"):
             name = root.name_of(module)
+            if type(output) is torch.Tensor:   # the usual case, without a generator
+                self._event("forward", name, output)
+                return None
             for suffix, t in tensors(output):
                 self._event("forward", name + suffix, t)
         return None
