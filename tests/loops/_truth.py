@@ -161,8 +161,12 @@ def keras_step0_grads(model: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray) ->
     elif name == "torch":
         import torch
 
+        # twinrun records torch.autograd.grad taken on parameters (an autograd.grad loop's step); this
+        # second pass is the test's, not the script's: call the function twinrun wrapped.
+        grad = torch.autograd.grad
+        grad = getattr(getattr(grad, "__self__", None), "_orig_grad", grad)
         loss = loss_fn(torch.from_numpy(y), model(torch.from_numpy(x), training=True))
-        grads = [g.numpy() for g in torch.autograd.grad(loss, [v.value for v in variables])]
+        grads = [g.numpy() for g in grad(loss, [v.value for v in variables])]
     elif name == "jax":
         import jax
 
