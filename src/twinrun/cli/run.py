@@ -91,12 +91,15 @@ def _run_here(args: argparse.Namespace, options: RunOptions, rank: Any = None) -
     if args.json:
         emit_json(result)
     else:
-        how = {"complete": "complete", "stopped": f"stopped after {options.record.max_steps} steps",
+        def steps(n: int | None) -> str:
+            return f"{n} step{'' if n == 1 else 's'}"
+
+        how = {"complete": "complete", "stopped": f"stopped after {steps(options.record.max_steps)}",
                "diverged": "stopped at the first divergence from the reference",
                "failed": "failed"}.get(result.status, result.status)
         who = "" if rank is None else f"rank {rank.rank}/{rank.world_size}: "
         if rank is None or rank.launcher != "twinrun --nproc":   # under --nproc the parent says it
-            progress(args, f"twinrun run: {who}trace {result.trace_path} ({result.steps} steps, {how}, "
+            progress(args, f"twinrun run: {who}trace {result.trace_path} ({steps(result.steps)}, {how}, "
                            f"{result.seconds:.1f} s)")
     if result.stop_reason == "timeout":   # a failure: said even with --quiet
         print(f"twinrun run: the script timed out after {options.timeout:g} s (--timeout); its trace up to the "
