@@ -13,6 +13,7 @@ import json
 
 import torch
 import torch.distributed as dist
+from ddp_common import finish
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     if rank == 0:
         print(json.dumps({"world": world, "alone_differs_from_left_to_right": int((alone != left_to_right).sum()),
                           "placements": rows}), flush=True)
-    dist.destroy_process_group()
+    finish()
 
 
 if __name__ == "__main__":

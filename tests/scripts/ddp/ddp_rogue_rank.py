@@ -13,8 +13,7 @@ so the other parameters remain identical on every rank: only the rogue one parts
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from ddp_common import MLP, Dump, batches, digits, parser, rank_and_world, train
+from ddp_common import MLP, Dump, batches, digits, finish, parser, rank_and_world, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -47,7 +46,7 @@ def main() -> None:
                  **hooks)
     if rank == 0:
         print(f"final loss {loss:.6f}")
-    dist.destroy_process_group()
+    finish()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,7 @@ the input digests of every step are the same on every rank.
 """
 
 import torch
-import torch.distributed as dist
-from ddp_common import MLP, Dump, batches, digits, parser, rank_and_world, train
+from ddp_common import MLP, Dump, batches, digits, finish, parser, rank_and_world, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
@@ -27,7 +26,7 @@ def main() -> None:
     loss = train(model, net, batches(loader), args.steps, args.lr, Dump(args.dump, rank, args.values))
     if rank == 0:
         print(f"final loss {loss:.6f}")
-    dist.destroy_process_group()
+    finish()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ shuffled order. The DDP options expose the bucket settings that could change num
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from ddp_common import MLP, Dump, batches, digits, parser, rank_and_world, train
+from ddp_common import MLP, Dump, batches, digits, finish, parser, rank_and_world, train
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -41,7 +40,7 @@ def main() -> None:
     loss = train(model, net, batches(loader, sampler), args.steps, args.lr, Dump(args.dump, rank, args.values))
     if rank == 0:
         print(f"final loss {loss:.6f}")
-    dist.destroy_process_group()
+    finish()
 
 
 if __name__ == "__main__":
