@@ -234,4 +234,4 @@ def test_unknown_intervention_is_a_usage_error():
     with pytest.raises(ValueError, match="unknown intervention 'seed-everything'"):
         apply(["seed-everything"])
     assert NAMES == ("seed-loaders", "seed-torch", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random",
-                     "fixed-clock", "one-cpu", "ddp-small-buckets")
+                     "fixed-clock", "later-clock", "one-cpu", "ddp-small-buckets")

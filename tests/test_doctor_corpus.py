@@ -36,15 +36,14 @@ with open(CORPUS / "expected.toml", "rb") as _f:
 DEFAULT = ("torch_random_shuffle_batches", "torch_threadpool_as_completed", "torch_default_rng_noise",
            "torch_generator_seed", "torch_vocab_set")
 # Cases whose printed edit is applied to a copy and checked (default: the first).
-FIXES = ("torch_random_shuffle_batches", "torch_generator_seed", "torch_pool_imap_unordered", "torch_vocab_set")
+FIXES = ("torch_random_shuffle_batches", "torch_generator_seed", "torch_pool_imap_unordered", "torch_vocab_set",
+         "keras_tfdata_random_map")
 
 pytestmark = pytest.mark.timeout(900)
 
 
-# Known wrong (docs/doctor.md says why): the right line, but the API named is the layer, not its initialiser;
-# the right cause, but no line (tf.image's op-level seeds in a traced Dataset.map are not observed).
-KNOWN_WRONG = {"keras_dense_string_init": "names keras.layers...Dense, not the GlorotUniform it builds",
-               "keras_tfdata_random_map": "no intervention observes tf.image.random_* in a traced map"}
+# Known wrong (docs/doctor.md says why): none at present; an entry here is a strict xfail.
+KNOWN_WRONG: dict[str, str] = {}
 
 
 def _params(names: Any) -> list[Any]:
@@ -106,10 +105,13 @@ def test_doctor_names_the_cause_and_the_call_site(name: str, capsys: pytest.Capt
     elif line is not None:
         assert d.source, f"{name}: no call site; fix: {d.fix}"
         assert d.source["site"].endswith(f"{case['file']}:{line}"), f"{name}: {d.source}"
-        # the API's name: its first word, arguments left out (`random.shuffle`, `iteration over a set (...)`)
-        api = re.sub(r"\(.*?\)", "", d.source["api"].split(" ")[0]).rstrip(".").rsplit(".", 1)[-1]
+        # the API's names: the first word of each call in the chain, arguments left out (`random.shuffle`,
+        # `iteration over a set (...)`, `keras...Dense → keras.initializers.GlorotUniform (no seed; ...)`)
+        calls = re.sub(r"\(.*?\)", "", d.source["api"]).split(" → ")
+        apis = [c.split(" ")[0].rstrip(".").rsplit(".", 1)[-1] for c in calls]
         init = d.source.get("kind") == "init" and "init" in case["api"]   # a default init, by its initialiser
-        assert api and (api.lower() in case["api"].lower() or init), f"{name}: {d.source['api']} vs {case['api']}"
+        assert any(a and a.lower() in case["api"].lower() for a in apis) or init, \
+            f"{name}: {d.source['api']} vs {case['api']}"
         assert f"{case['file']}:{line}" in d.fix, d.fix
     # Honest words: no None anywhere, counts are the steps the runs recorded.
     render(d)

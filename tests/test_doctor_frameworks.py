@@ -163,6 +163,34 @@ def test_isa_plans_for_tensorflow_and_jax_stay_below_the_cpu_and_respect_user_se
     assert frameworks.adapter_class("numpy").isa_variants(avx2, {}) == ([], [])
 
 
+def _twice_under(interventions: str, script: Path) -> tuple[list[subprocess.CompletedProcess], list[Path]]:
+    """``script`` run twice in fresh processes under ``interventions``, each with its own reports file."""
+    reports = [script.parent / f"reports-{i}.jsonl" for i in range(2)]
+    runs = [subprocess.run([sys.executable, "-c",
+                            "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
+                            "runpy.run_path(sys.argv[2], run_name='__main__')", interventions, str(script)],
+                           capture_output=True, text=True, cwd=script.parent, timeout=300,
+                           env={**os.environ, _channel.ENV: str(rep)}) for rep in reports]
+    return runs, reports
+
+
+def test_later_clock_moves_the_programs_clock_a_day_on_and_reports_nothing(tmp_path):
+    """Doctor's second run of a pair: a seed of ``int(time.time())`` cannot repeat between two runs started
+    in one instant; a library's clock (logging's) stays the real one."""
+    import textwrap
+
+    script = tmp_path / "later.py"
+    script.write_text(textwrap.dedent("""
+        import time, logging
+        real = logging.LogRecord("x", 20, "f", 1, "m", None, None).created
+        print(int(time.time() - real), int((time.time_ns() - real * 1e9) / 1e9))
+    """))
+    runs, reports = _twice_under("later-clock", script)
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout.split() == ["90061", "90061"]   # 25 h 1 min 1.5 s later
+    assert not reports[0].exists() or _channel.read(reports[0]) == []
+
+
 def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(tmp_path):
     import textwrap
 
@@ -174,12 +202,7 @@ def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(
         record = logging.LogRecord("x", 20, "f", 1, "m", None, None)   # the standard library's own clock
         print(a, b, record.created - b > 1e6, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     """))
-    reports = [tmp_path / f"reports-{i}.jsonl" for i in range(2)]
-    runs = [subprocess.run([sys.executable, "-c",
-                            "import sys, runpy, twinrun.interventions as iv; iv.apply(sys.argv[1]); "
-                            "runpy.run_path(sys.argv[2], run_name='__main__')", "fixed-clock,one-cpu", str(script)],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                           env={**os.environ, _channel.ENV: str(rep)}) for rep in reports]
+    runs, reports = _twice_under("fixed-clock,one-cpu", script)
     assert runs[0].returncode == 0, runs[0].stderr
     assert runs[0].stdout == runs[1].stdout          # the program's clock repeats
     a, b, real, cpus = runs[0].stdout.split()
@@ -187,3 +210,30 @@ def test_fixed_clock_fixes_the_programs_clock_only_and_one_cpu_pins_the_process(
     assert cpus == "1"
     assert [(x["name"], x["what"]) for x in _channel.read(reports[0])] == [
         ("fixed-clock", "time.time_ns()"), ("fixed-clock", "time.time()")]
+
+
+def test_tf_random_ops_without_a_seed_get_one_and_report_the_line_inside_a_traced_map(tmp_path):
+    """``seed-tf-random``: an op without its own seed while no global seed is set draws another seed on
+    every run; under the intervention it gets one from the data stream (two runs repeat) and its draw is
+    reported at the program's line, the one inside the ``Dataset.map`` function that autograph converts,
+    as the program's own call. After ``tf.random.set_seed`` nothing is touched or reported."""
+    import textwrap
+
+    script = tmp_path / "ops.py"
+    script.write_text(textwrap.dedent("""\
+        import tensorflow as tf
+        def augment(img):
+            img = tf.image.random_brightness(img, max_delta=0.5)
+            return img
+        ds = tf.data.Dataset.from_tensor_slices(tf.zeros((4, 2, 2, 1))).map(augment).batch(4)
+        noise = tf.random.uniform((3,))
+        tf.random.set_seed(1)
+        later = tf.random.normal((3,))
+        print([float(v) for v in tf.reshape(next(iter(ds)), [-1])[:4]], [float(v) for v in noise])
+    """))
+    runs, reports = _twice_under("seed-tf-random", script)
+    assert runs[0].returncode == 0, runs[0].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout               # seeded: the augmentation and the noise repeat
+    draws = [(a["api"], a["site"].rsplit(":", 1)[1], a["draw"], a["direct"]) for a in _channel.read(reports[0])
+             if a.get("draw")]
+    assert draws == [("tf.image.random_brightness", "3", "content", True), ("tf.random.uniform", "6", "content", True)]

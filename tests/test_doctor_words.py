@@ -117,3 +117,36 @@ def test_interventions_observe_draws_with_the_programs_line(tmp_path: Path) -> N
     init = [a for k, a in draws.items() if k[1] == "10" or a.get("outer", "").endswith(":10")]
     assert init and all(a["draw"] == "init" for a in init)
     assert ("torch.manual_seed", "11", "late-seed", True) in draws   # a seed after the model's draws
+
+
+def test_a_library_object_built_without_a_seed_is_named_by_its_public_class(tmp_path: Path) -> None:
+    """A Keras initialiser given as a string draws its seed inside ``Dense``; the draw names the
+    initialiser (``keras.initializers.GlorotUniform``, built without its ``seed``), and a ``Dropout()``
+    names the layer, not the ``SeedGenerator`` it builds inside; a seeded initialiser draws nothing."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from twinrun import _channel
+
+    script = tmp_path / "k.py"
+    script.write_text(textwrap.dedent("""\
+        import keras
+        keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed=1))
+        keras.layers.Dense(3, kernel_initializer="glorot_uniform")
+        keras.layers.Dropout(0.5)
+    """))
+    report = tmp_path / "acts.jsonl"
+    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
+                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
+                           "seed-random", str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, _channel.ENV: str(report), "KERAS_BACKEND": "torch"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    draws = {a["site"].rsplit(":", 1)[1]: a for a in _channel.read(report) if a.get("draw")}
+    assert "2" not in draws
+    assert (draws["3"]["built"], draws["3"]["unseeded"]) == ("keras.initializers.GlorotUniform", "seed")
+    assert (draws["4"]["built"], draws["4"]["unseeded"]) == ("keras.layers.Dropout", "seed")
+    shown = Act.of(draws["3"]).shown_api
+    assert shown.startswith("keras.layers.core.dense.Dense → keras.initializers.GlorotUniform (no seed; random."), shown
+    assert Act.of(draws["4"]).shown_api.startswith("keras.layers.Dropout (no seed; random."), draws["4"]

@@ -78,6 +78,10 @@ class Findings:
         elif a.kind == "init" or (self.phase == "init" and not a.direct):
             what = f"`{a.shown_api}` draws the initial values from an RNG that nothing seeds before {a.site}"
             also = " " + self.words.seed.format(script=self.script.name)
+            if a.built and a.unseeded:   # the object that took the draw has a seed of its own
+                given = f", passed to `{a.called.rsplit('.', 1)[-1]}` in place of its default or its name" \
+                    if a.called else ""
+                also = f" Or give that one object a seed of its own: `{a.built}({a.unseeded}=0)`{given}." + also
         elif a.kind == "seed":
             what = f"{self.at()} takes its seed from the operating system, another one on every run"
         elif a.name == "fixed-clock":

@@ -80,8 +80,13 @@ class ExperimentRunner:
             plan, copy = job
             self._n += 1
             path = os.path.join(self.workdir, f"{self._n:02d}-{_slug(plan.name)}-{copy}.trace")
+            interventions = plan.interventions
+            if copy == 2 and "fixed-clock" not in interventions:
+                # the pair starts in one instant: its second run reads the program's clock a day later, as a
+                # rerun would, or a seed of int(time.time()) would repeat between them by coincidence
+                interventions = (*interventions, "later-clock")
             opts = self.options.replace(output=path, seed=plan.seed, deterministic=plan.deterministic,
-                                        threads=plan.threads, interventions=plan.interventions)
+                                        threads=plan.threads, interventions=interventions)
             env = dict(plan.env)
             if plan.seed is not None and os.environ.get(ENV_ROOT):
                 env[ENV_ROOT] = str(plan.seed)   # one carrier: the experiment's seed, not a second one

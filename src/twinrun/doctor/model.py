@@ -98,21 +98,39 @@ class Act:
     direct: bool = True     # the program called the API itself (not a library on its behalf)
     outer: str | None = None   # the script's top-level statement that led to the draw
     via: str | None = None     # the library function the program called there (when not direct)
+    # The library object that drew a seed of its own because it was built without one (a Keras
+    # initialiser given by name), by its public class name, and the parameter left out (``seed``).
+    built: str | None = None
+    unseeded: str | None = None
 
     @classmethod
     def of(cls, report: dict[str, Any]) -> Act:
-        outer = report.get("outer")
+        def text(key: str) -> str | None:
+            return None if report.get(key) is None else str(report[key])
+
         return cls(str(report.get("name")), str(report.get("what")), str(report.get("api") or report.get("what")),
                    str(report.get("site")), str(report.get("draw") or ""), bool(report.get("direct", True)),
-                   None if outer is None else str(outer), None if report.get("via") is None else str(report["via"]))
+                   text("outer"), text("via"), text("built"), text("unseeded"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "what": self.what, "api": self.api, "site": self.site, "kind": self.kind,
-                "direct": self.direct, "outer": self.outer, "via": self.via}
+                "direct": self.direct, "outer": self.outer, "via": self.via, "built": self.built,
+                "unseeded": self.unseeded}
+
+    @property
+    def called(self) -> str | None:
+        """The library call of the program's line, when it is not the object built without a seed."""
+        if self.via and self.built and self.via.rsplit(".", 1)[-1] == self.built.rsplit(".", 1)[-1]:
+            return None
+        return self.via
 
     @property
     def shown_api(self) -> str:
-        """The API as the user wrote it: the library call of the line, with the draw it made inside."""
+        """The API as the user wrote it: the library call of the line, with the draw it made inside (and
+        the object that drew because it was built without a seed: ``Dense → GlorotUniform``)."""
+        if self.built and self.unseeded:
+            made = f"{self.called} → {self.built}" if self.called else self.built
+            return f"{made} (no {self.unseeded}; {self.api})"
         if self.via and not self.direct and self.kind != "init":
             return f"{self.via} ({self.api})"
         return self.api

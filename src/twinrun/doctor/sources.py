@@ -199,6 +199,10 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
         new = re.sub(rf"\brandom\.{fn}\(", f"rng.{fn}(", code, count=1)
         if new != code:
             return Edit(where, old, new, prelude="import random; rng = random.Random(0)")
+    if act.name == "seed-tf-random" and api.startswith("tf.") and act.direct and \
+            re.search(rf"\b{re.escape(api.rsplit('.', 1)[-1])}\(", code) and code.endswith(")"):
+        # a TensorFlow op without its own seed (no global seed either): give it one
+        return Edit(where, old, code[:-1] + ", seed=0)")
     if act.name == "seed-loaders" and "DataLoader(" in code and code.endswith(")"):
         return Edit(where, old, code[:-1] + ", generator=torch.Generator().manual_seed(0))")
     return None

@@ -6,7 +6,7 @@ in the child before the user's script starts. Each intervention gives a seed, dr
 reruns the script twice and sees whether the runs still part. The framework ones live with their
 adapters (``seed-loaders``, ``seed-torch``: PyTorch; ``seed-numpy``, ``seed-random``: NumPy and Python;
 ``seed-tf-data``, ``seed-tf-random``: TensorFlow; ``ddp-small-buckets``, another all-reduce layout for doctor under
-``--nproc`` on 3+ ranks: PyTorch); the process-level ones here (``fixed-clock``, ``one-cpu``).
+``--nproc`` on 3+ ranks: PyTorch); the process-level ones here (``fixed-clock``, ``later-clock``, ``one-cpu``).
 
 Every time an intervention acts at a new place of the program, it reports the act to the parent
 (``twinrun._channel``: ``{"kind": "intervention", "name", "what", "api", "site"}``) and prints one line
@@ -45,7 +45,7 @@ __all__ = [
 # seeding first, then the clock, then the CPUs. A framework that brings a new intervention adds its
 # name here (a test checks that this list and the implementations agree).
 NAMES = ("seed-loaders", "seed-torch", "seed-numpy", "seed-random", "seed-tf-data", "seed-tf-random", "fixed-clock",
-         "one-cpu", "ddp-small-buckets")
+         "later-clock", "one-cpu", "ddp-small-buckets")
 
 
 def registry() -> dict[str, Intervention]:

@@ -7,6 +7,7 @@ program order).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
@@ -43,9 +44,20 @@ def _library(path: str) -> bool:
 _DEMO = os.sep + os.path.join("twinrun", "_demo") + os.sep   # twinrun's demo script is a user's script
 
 
+# TensorFlow's autograph runs a converted copy of the program's function from a generated file; its
+# lines are mapped back to the program's own (``_located``), and an unmapped one is not the program.
+_AUTOGRAPH = "__autograph_generated_file"
+# Autograph's own frames between a converted function and what it calls: the program still called it.
+_PLUMBING = os.sep + os.path.join("tensorflow", "python", "autograph", "impl") + os.sep
+
+
+@functools.lru_cache(maxsize=4096)
 def _program_frame(name: str) -> bool:
+    """Whether code of the file ``name`` is the program's own (not twinrun's, a library's or Python's)."""
     if _DEMO in name:
         return True
+    if _AUTOGRAPH in name:
+        return False
     return not (name.startswith("<") or any(s in name for s in _SKIP) or _library(os.path.realpath(name)))
 
 
@@ -114,7 +126,13 @@ class Context:
         behalf); ``outer``: the statement of the script's top level that led to it (where a seed must come
         before). Each line of the program is reported once, and checked cheaply after that."""
         caller = sys._getframe(2)
-        key = (name, api, caller.f_code, caller.f_lineno)
+        # the program's frame: a library's draws on behalf of two lines of the program are two draws
+        program: FrameType | None = caller
+        while program is not None and not _program_frame(program.f_code.co_filename):
+            program = program.f_back
+        if program is None:
+            return
+        key = (name, api, program.f_code, program.f_lineno)
         if key in self._drawn:
             return
         self._drawn.add(key)
@@ -125,8 +143,9 @@ class Context:
             if (name, api, site) in self._seen_draws:
                 return
             self._seen_draws.add((name, api, site))
+        built, unseeded = (None, None) if direct else _unseeded_constructor(caller) or (None, None)
         _channel.report("intervention", name=name, what=f"{api} draws from an unseeded RNG", api=api, site=site,
-                        draw=kind, direct=direct, outer=outer, via=via)
+                        draw=kind, direct=direct, outer=outer, via=via, built=built, unseeded=unseeded)
         print(f"{LINE_PREFIX}{name}: {api} at {site}", file=sys.stderr, flush=True)
 
 
@@ -149,9 +168,12 @@ def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | Non
     depth = 0
     chain: list[FrameType] = []     # the library frames between the draw and the program, inner first
     while frame is not None:
-        name = frame.f_code.co_filename
+        name, line = _located(frame)
+        if _PLUMBING in name:   # autograph calling the op for the program's converted function
+            frame = frame.f_back
+            continue
         if _program_frame(name) and not name.endswith("runpy.py"):
-            here = f"{_shown(os.path.realpath(name))}:{frame.f_lineno}"
+            here = f"{_shown(os.path.realpath(name))}:{line}"
             if first is None:
                 first, direct = here, depth == 0
                 # the function the program called: the outermost one that is not a decorator's wrapper
@@ -163,6 +185,52 @@ def _program_sites(frame: FrameType | None) -> tuple[str | None, bool, str | Non
             chain.append(frame)
         frame, depth = frame.f_back, depth + 1
     return first, direct, outer, via
+
+
+# A constructor parameter that, left None, makes the object draw its own seed.
+_SEED_PARAMETERS = ("seed", "random_state")
+
+
+def _unseeded_constructor(frame: FrameType | None) -> tuple[str, str] | None:
+    """The library object that drew because it was built without a seed: the outermost constructor
+    between the draw and the program with a ``seed`` (or ``random_state``) parameter that is still None,
+    as ``(its class by its public name, the parameter)``. A Keras initialiser given as a string is
+    ``("keras.initializers.GlorotUniform", "seed")``; a ``keras.layers.Dropout()`` is the layer, not the
+    ``SeedGenerator`` it builds inside. The fix is then that object's own seed."""
+    found = None
+    while frame is not None and not _program_frame(frame.f_code.co_filename):
+        code = frame.f_code
+        if code.co_name == "__init__" and "self" in frame.f_locals:
+            params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+            unseeded = next((p for p in _SEED_PARAMETERS if p in params and frame.f_locals.get(p, 0) is None), None)
+            if unseeded is not None:
+                found = _public_name(type(frame.f_locals["self"])), unseeded
+        frame = frame.f_back
+    return found
+
+
+def _public_name(cls: type) -> str:
+    """``cls`` by the shortest module path that exports it (``keras.initializers.GlorotUniform``, not
+    ``keras.src.initializers.random_initializers.GlorotUniform``)."""
+    public = [p for p in cls.__module__.split(".") if p and not p.startswith("_") and p != "src"]
+    for i in range(1, len(public) + 1):
+        module = sys.modules.get(".".join(public[:i]))
+        if module is not None and getattr(module, cls.__name__, None) is cls:
+            return f"{'.'.join(public[:i])}.{cls.__qualname__}"
+    return ".".join([*public, cls.__qualname__])
+
+
+def _located(frame: FrameType) -> tuple[str, int]:
+    """The file and line of ``frame``; in autograph's converted copy of a function, the line of the
+    program's source it came from (the source map of ``converted_f`` in autograph's ``converted_call``,
+    the frame that called it)."""
+    name, line = frame.f_code.co_filename, frame.f_lineno
+    if _AUTOGRAPH in name and frame.f_back is not None:
+        source_map = getattr(frame.f_back.f_locals.get("converted_f"), "ag_source_map", None)
+        for loc, origin in (source_map or {}).items():
+            if getattr(loc, "filename", None) == name and getattr(loc, "lineno", None) == line:
+                return str(origin.loc.filename), int(origin.loc.lineno)
+    return name, line
 
 
 def _function(frame: FrameType) -> str:

@@ -1,7 +1,11 @@
-"""The process-level interventions: ``fixed-clock`` and ``one-cpu``.
+"""The process-level interventions: ``fixed-clock``, ``later-clock`` and ``one-cpu``.
 
 - ``fixed-clock``: ``time.time()`` and ``time.time_ns()`` called from the program's own code (not from
   libraries) return a fixed, slowly rising clock: a seed or key taken from the clock repeats.
+- ``later-clock``: the same calls read the real clock 25 hours, 1 minute and 1.5 seconds later, as a
+  rerun tomorrow would. Doctor gives it to the second run of each pair (unless the pair fixes the
+  clock): its two runs start in the same instant, and a seed of ``int(time.time())`` would otherwise
+  repeat between them by coincidence. It reports nothing: it is how runs differ, not a seeding.
 - ``one-cpu``: the process may use one CPU only (``os.sched_setaffinity``), so every framework's thread
   pool starts with one thread; for doctor's thread-count probe, not a seeding.
 """
@@ -43,6 +47,24 @@ def _apply_clock(ctx: InterventionContext) -> None:
     time.time_ns, time.time = time_ns, time_
 
 
+_LATER_NS = ((25 * 60 + 1) * 60 + 1) * 10**9 + 500_000_000
+
+
+def _apply_later_clock(ctx: InterventionContext) -> None:
+    if getattr(time.time_ns, "_twinrun_patched", False):
+        return
+    real_time, real_time_ns = time.time, time.time_ns
+
+    def time_ns() -> int:
+        return real_time_ns() + _LATER_NS if ctx.from_program(1) else real_time_ns()
+
+    def time_() -> float:
+        return real_time() + _LATER_NS / 1e9 if ctx.from_program(1) else real_time()
+
+    time_ns._twinrun_patched = time_._twinrun_patched = True  # type: ignore[attr-defined]
+    time.time_ns, time.time = time_ns, time_
+
+
 def _apply_one_cpu(ctx: InterventionContext) -> None:
     if not hasattr(os, "sched_setaffinity"):
         raise UsageError("intervention 'one-cpu' needs os.sched_setaffinity (Linux); it is not available here")
@@ -52,6 +74,8 @@ def _apply_one_cpu(ctx: InterventionContext) -> None:
 INTERVENTIONS = (
     Intervention("fixed-clock", "time.time() / time.time_ns() called from the program's code return a fixed, "
                  "rising clock", "clock", _apply_clock),
+    Intervention("later-clock", "time.time() / time.time_ns() called from the program's code read the clock "
+                 "25 h 1 min 1.5 s later (doctor's second run of a pair)", "clock", _apply_later_clock),
     Intervention("one-cpu", "the process may use one CPU only, so thread pools start with one thread", "cpu",
                  _apply_one_cpu),
 )
