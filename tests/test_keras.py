@@ -170,6 +170,31 @@ def test_fit_recording_changes_no_result_and_records_the_final_weights(tmp_path)
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
 
 
+def test_a_sequential_without_input_builds_inside_the_recorded_step_and_is_recorded_like_one_with(tmp_path):
+    """Without ``keras.Input`` the model builds itself on its first call, inside the traced train step,
+    with symbolic KerasTensors: those calls are not the step's, and recording must neither fail on them
+    (it did: ``tf.identity`` of a KerasTensor) nor count them (``dense#1``)."""
+    x, y = _digits()
+    names = {}
+    for given in (True, False):
+        keras.utils.set_random_seed(1)
+        layers = [keras.layers.Dense(16, activation="relu", name="hidden"), keras.layers.Dense(10, name="logits")]
+        model = keras.Sequential(([keras.Input((64,))] if given else []) + layers, name="net")
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        path = tmp_path / f"{given}.trace"
+        with record(path):
+            model.fit(x.reshape(len(x), 64), y, batch_size=64, epochs=1, verbose=0)
+        with Trace.open(path) as t:
+            assert t.status == "complete" and len(t.steps()) == 4
+            names[given] = sorted((e.phase, e.name) for e in t.events(0) if e.phase != "init")
+            inits = [e for e in t.events(0) if e.phase == "init"]
+            notes = t.meta("notes") or []
+            # built inside the step: no initial weights to record, and the trace says so
+            assert (len(inits) == 4) if given else (not inits and any("keras.Input" in n for n in notes)), notes
+    assert ("forward", "logits") in names[True] and ("grad", "net/logits/kernel") in names[True]
+    assert names[False] == names[True]
+
+
 def test_fit_stops_at_max_steps_and_a_custom_train_step_is_recorded(tmp_path):
     class Custom(keras.Model):
         def __init__(self):

@@ -62,6 +62,15 @@ def _as_tensor(v: Any):
     return tf.identity(v)
 
 
+def _symbolic(value: Any) -> bool:
+    """Whether ``value`` holds a KerasTensor: a placeholder of a model being built (a ``Sequential``
+    without ``keras.Input`` builds itself on its first call, inside the traced step), not a value the
+    step computes."""
+    import keras
+
+    return any(isinstance(leaf, keras.KerasTensor) for leaf in keras.tree.flatten(value))
+
+
 class _Collector:
     """Tensors noted while one train_step is traced, in program order."""
 
@@ -81,7 +90,7 @@ class _Collector:
         return tf.compat.v1.get_default_graph() is self.graph
 
     def add(self, phase: str, name: str, value: Any, per_sample: bool = False) -> None:
-        if phase in self.capture and value is not None:
+        if phase in self.capture and value is not None and not _symbolic(value):
             self.items.append((phase, name, per_sample, _as_tensor(value)))
 
     def add_tree(self, phase: str, name: str, value: Any, per_sample: bool = False) -> None:
@@ -124,6 +133,8 @@ def _wrap_layer_call(original: Callable) -> Callable:
             out = original(self, *args, **kwargs)
         finally:
             c.stack.pop()
+        if _symbolic(out):   # the model building itself: not a call of the step
+            return out
         if self is c.root:
             base = self.name
         elif c.stack and any(s is c.root for s in c.stack):
@@ -250,7 +261,12 @@ def install(recorder) -> Callable[[], None]:
         def function(iterator):
             if model not in initialised:
                 initialised.add(model)
-                if "init" in capture:
+                if "init" in capture and not model.trainable_variables and hasattr(recorder, "note"):
+                    # built on its first call, inside this step: no value before the first update to record
+                    recorder.note(f"the model `{model.name}` was built inside its first training step (no "
+                                  "keras.Input), so its initial weights are not recorded; step 0's first "
+                                  "layer output shows them")
+                elif "init" in capture:
                     _emit_init(recorder, model)
             logs, extras = inner(iterator)
             for phase, name, per_sample, tensor in layer_outputs(extras):
