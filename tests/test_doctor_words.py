@@ -14,7 +14,7 @@ import pytest
 from twinrun import frameworks
 from twinrun.doctor.attribution import RULES, Findings
 from twinrun.doctor.model import Act, Experiment, Where
-from twinrun.doctor.sources import Edit, hash_sites, pick, unordered_sites
+from twinrun.doctor.sources import Edit, edit_for, hash_sites, pick, unordered_sites
 
 WORDS = frameworks.adapter_class("torch").words
 
@@ -150,3 +150,35 @@ def test_a_library_object_built_without_a_seed_is_named_by_its_public_class(tmp_
     shown = Act.of(draws["3"]).shown_api
     assert shown.startswith("keras.layers.core.dense.Dense → keras.initializers.GlorotUniform (no seed; random."), shown
     assert Act.of(draws["4"]).shown_api.startswith("keras.layers.Dropout (no seed; random."), draws["4"]
+
+
+def test_the_edit_gives_the_programs_own_draw_its_generator_or_seed(tmp_path: Path) -> None:
+    """A draw of torch's global RNG at the program's line gets a generator made once after the imports
+    (so each epoch still gets its own order); a TensorFlow op gets its own ``seed=``; the argument goes
+    into the call's own parentheses, wherever the line goes on after it."""
+    script = tmp_path / "t.py"
+    script.write_text("import torch\nfor epoch in range(2):\n    perm = torch.randperm(len(x)).tolist()\n"
+                      "img = tf.image.random_flip_left_right(img)  # flip\nnoise = torch.rand(3,\n")
+    perm = edit_for(Act("seed-torch", "draw", "torch.randperm", f"{script}:3", "order", True), script, "input")
+    assert perm is not None and perm.new == "    perm = torch.randperm(len(x), generator=torch_rng).tolist()"
+    assert perm.prelude == "import torch; torch_rng = torch.Generator().manual_seed(0)"
+    flip = edit_for(Act("seed-tf-random", "draw", "tf.image.random_flip_left_right", f"{script}:4", "content", True),
+                    script, "input")
+    assert flip is not None and flip.new == "img = tf.image.random_flip_left_right(img, seed=0)"
+    # a call that does not close on its line, or a library's draw on the program's behalf: no edit
+    assert edit_for(Act("seed-torch", "draw", "torch.rand", f"{script}:5", "content", True), script, "input") is None
+    assert edit_for(Act("seed-torch", "draw", "torch.randperm", f"{script}:3", "order", False), script, "input") is None
+
+
+def test_a_seed_made_from_hash_comes_before_a_set_that_is_only_printed(tmp_path: Path) -> None:
+    """``hash()`` of a string is another number in every process: inside a call that makes a seed it is the
+    site (before a set iterated only to print it), and the edit takes a stable hash instead."""
+    script = tmp_path / "h.py"
+    script.write_text("import numpy as np\nfor t in set(tags):\n    print(t)\n"
+                      "rng = np.random.default_rng(abs(hash(RUN_NAME)))\nbucket = hash(word) % 7\n")
+    sites = hash_sites(script)
+    assert [(w, s.rsplit(":", 1)[1]) for w, s, _ in sites] == [
+        ("hash(...) of a string as a seed", "4"), ("for ... in set(...)", "2"), ("hash(...) of a string", "5")]
+    edit = sites[0][2]
+    assert edit.new == "rng = np.random.default_rng(abs(zlib.crc32(str(RUN_NAME).encode())))"
+    assert edit.prelude == "import zlib"

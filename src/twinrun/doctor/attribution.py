@@ -21,22 +21,24 @@ from ..interventions import DATA_NAMES, ORDER_NAMES, registry
 from .experiments import ExperimentRunner, Plan, frameworks_of
 from .fixes import data_fix, op_class, op_short
 from .model import Act, Cause, Diagnosis, Experiment, Verdict, Where, where_words
-from .sources import Edit, bisect, completion_edit, edit_for, hash_sites, pick, unordered_sites
+from .sources import Edit, bisect, completion_edit, edit_for, hash_sites, import_line, pick, unordered_sites
 
 __all__ = ["RULES", "Findings", "Rule", "attribute"]
 
 _CONTENT_NAMES = tuple(n for n in DATA_NAMES if n not in ORDER_NAMES)
 SEED = Plan("seed", "every RNG seeded before the script starts (twinrun run --seed 0)", seed=0)
 DATA = Plan("data", "unseeded data randomness seeded (" + ", ".join(DATA_NAMES) + ")", interventions=DATA_NAMES)
-CLOCK = Plan("clock", "every RNG seeded and the program's clock fixed (--seed 0, fixed-clock)", seed=0,
+CLOCK = Plan("clock", "every RNG seeded and the program's time.time()/time_ns() fixed (--seed 0, fixed-clock; "
+             "datetime.now() and other clocks not)", seed=0,
              interventions=("fixed-clock",))
 HASH = Plan("hash-seed", "PYTHONHASHSEED fixed to 0", env={"PYTHONHASHSEED": "0"})
 DETERMINISTIC = Plan("deterministic", "deterministic kernels (twinrun run --deterministic)", deterministic=True)
 THREADS_1 = Plan("threads-1", "one thread (twinrun run --threads 1)", threads=1)
-ALL = Plan("all", "all of the above at once", seed=0, env=dict(HASH.env), deterministic=True,
+ALL = Plan("all", "at once: every RNG and the data randomness seeded, PYTHONHASHSEED=0, the program's time.time() "
+           "fixed and deterministic kernels", seed=0, env=dict(HASH.env), deterministic=True,
            interventions=(*DATA_NAMES, "fixed-clock"))
-RNGS = Plan("rngs", "Python's, NumPy's and torch's unseeded RNGs seeded and the program's clock fixed, each draw "
-            "observed (seed-random, seed-numpy, seed-torch, fixed-clock)",
+RNGS = Plan("rngs", "Python's, NumPy's and torch's unseeded RNGs seeded and the program's time.time()/time_ns() "
+            "fixed, each draw observed (seed-random, seed-numpy, seed-torch, fixed-clock)",
             interventions=("seed-random", "seed-numpy", "seed-torch", "fixed-clock"))
 DATA_CONTENT = Plan("data-content", "only the content randomness seeded (" + ", ".join(_CONTENT_NAMES) + ")",
                     interventions=_CONTENT_NAMES)
@@ -94,7 +96,11 @@ class Findings:
             what = f"{self.at()}: {a.what}, so it starts from another state on every run"
         else:
             what = f"{self.at()} draws from an RNG that nothing seeds"
-        return f"{what}: {self.edit.words()}.{also}"
+        # the program draws the same way at other lines too: the one edit alone would leave those
+        others = sorted({o.site for o in self.acts() if o.name == a.name and o.api == a.api and o.direct
+                         and o.site != a.site and o.site != self.edit.site})
+        same = f"; make the same change at {', '.join(others)}" if a.direct and others else ""
+        return f"{what}: {self.edit.words()}{same}.{also}"
 
     @property
     def where(self) -> Where | None:
@@ -114,9 +120,15 @@ class Findings:
         return name
 
     def acts(self, names: tuple[str, ...] | None = None, *, exclude: tuple[str, ...] = ()) -> list[Act]:
-        """The acts of the confirming experiment (of interventions in ``names``, not in ``exclude``)."""
+        """The acts of the confirming experiment (of interventions in ``names``, not in ``exclude``); those
+        of the intervention that drew the source first, and none made while the program imported a library
+        (a random id drawn at ``import tensorflow`` decides nothing the script computes) when others remain."""
         acted = self.fixed.acted if self.fixed else []
-        return [a for a in acted if (names is None or a.name in names) and a.name not in exclude]
+        chosen = [a for a in acted if (names is None or a.name in names) and a.name not in exclude]
+        chosen = [a for a in chosen if not import_line(a.site)] or chosen
+        if self.source is not None:
+            chosen = [a for a in chosen if a.name == self.source.name] or chosen
+        return chosen
 
     @property
     def tried(self) -> str:
@@ -217,12 +229,18 @@ def _seed_init(f: Findings) -> Conclusion:
 
 def _seed_later(f: Findings) -> Conclusion:
     cause, detail = (Cause.DATA_PIPELINE, _detail(f)) if f.phase == "input" else (Cause.UNSEEDED_INIT, None)
+    # Past the input, with the parameters identical up to there: a random layer of the step (dropout, a
+    # random augmentation layer, noise) drew from an unseeded RNG; `unseeded-init` is the contract's name.
+    step = (f" The parameters and inputs were identical up to there, so the draw is made during the step: a "
+            f"random layer (dropout, a random augmentation layer) or noise in `{shown(f.where.name, 120)}`."
+            if f.phase in ("forward", "loss") and f.where and f.where.name else "")
     return Conclusion(cause, detail,
                       f"Seed every RNG at the start of {f.script.name}: `import twinrun; twinrun.seed_everything(0)` — "
                       "a global RNG (Python `random`, NumPy, torch or a framework's own) drawn from after the start "
-                      "was never seeded.", True,
+                      "was never seeded (or give the random layer its own seed or generator where it takes one).",
+                      True,
                       f"The runs part {where_words(f.where)}; seeding every global RNG (twinrun run --seed 0) makes "
-                      f"the runs identical.{_samples(f)}")
+                      f"the runs identical.{step}{_samples(f)}")
 
 
 def _data(f: Findings) -> Conclusion:
@@ -243,18 +261,26 @@ def _data(f: Findings) -> Conclusion:
 
 def _hash(f: Findings) -> Conclusion:
     sites = hash_sites(f.script)
+    hashed = bool(sites) and sites[0][0].startswith("hash(")
     if sites:
         what, site, edit = sites[0]
-        f.source, f.edit = Act("hash-seed", what, f"iteration over a set ({what})", site, "hash"), edit
-        fix = (f"Iterate in a fixed order: {what} at {site} follows the per-process hash seed of strings; "
+        api = "hash()" if hashed else f"iteration over a set ({what})"
+        f.source, f.edit = Act("hash-seed", what, api, site, "hash"), edit
+        fix = (f"Take a stable hash: `hash()` of a string at {site} is another number in every process "
+               f"(the per-process hash seed); {edit.words()} (or fix the hash seed for every run: "
+               "`PYTHONHASHSEED=0`)." if hashed else
+               f"Iterate in a fixed order: {what} at {site} follows the per-process hash seed of strings; "
                f"{edit.words()} (or fix the hash seed for every run: `PYTHONHASHSEED=0`).")
     else:
         fix = ("Do not let set or dict iteration order over strings decide the data or the model: iterate "
                "`sorted(...)` instead of the set (or fix the hash seed for every run: `PYTHONHASHSEED=0` in the "
                "environment, or `twinrun.seed_everything(0, hash_seed=\"relaunch\")`).")
+    decided = (f"`hash()` of a string at {f.source.site if f.source else 'a line of the script'} (another number "
+               "in every process)" if hashed else
+               "the order of a set or dict of strings (which follows the per-process hash seed)")
     return Conclusion(Cause.HASH_SEED, None, fix, True,
-                      f"The runs part {where_words(f.where)}; fixing PYTHONHASHSEED makes the runs identical, so the "
-                      "order of a set or dict of strings (which follows the per-process hash seed) decided it.")
+                      f"The runs part {where_words(f.where)}; fixing PYTHONHASHSEED makes the runs identical, so "
+                      f"{decided} decided it.")
 
 
 def _kernel(f: Findings) -> Conclusion:

@@ -28,6 +28,13 @@ def data_fix(acts: list[Act], kind: str, script: str, words: FixWords, registry:
         return (f"Seed the data randomness of {script}: draw augmentations from a seeded generator, e.g. "
                 "`seeds.numpy(\"augment\")` with `seeds = twinrun.seed_everything(0)`.")
     shown = [a for a in acts if a.name == chosen.name] if kind == "order" else acts
+    if shown and not any(a.direct for a in shown):
+        # a library drew on the line's behalf (Keras's fit shuffling with tf.random.shuffle): no argument of
+        # the line is the draw's, so the intervention's advice about the draw's own call does not apply
+        where = ", ".join(f"`{a.shown_api}` at {a.site}" for a in shown)
+        return (f"{where} draws from an RNG that nothing seeds, inside the library call: seed every RNG before it, "
+                f"`import twinrun; twinrun.seed_everything(0)` at the top of {script} (it also sets the "
+                "framework's global seed), or pass that call's own seed or shuffle option where it has one.")
     where = ", ".join(f"`{a.api}` at {a.site}" for a in shown)
     return chosen.fix.format(where=where, tail=words.content_tail)
 

@@ -20,7 +20,7 @@ from typing import Any
 from .experiments import ExperimentRunner, Plan
 from .model import Act, Experiment
 
-__all__ = ["Edit", "bisect", "edit_for", "hash_sites", "pick", "unordered_sites"]
+__all__ = ["Edit", "bisect", "edit_for", "hash_sites", "import_line", "pick", "unordered_sites"]
 
 # Singles tried in this order: the specific ones (a loader's order, a dataset shuffle) before the globals.
 _BISECT_ORDER = ("seed-loaders", "seed-tf-data", "seed-random", "seed-numpy", "seed-tf-random", "seed-torch",
@@ -52,7 +52,7 @@ class Edit:
         return {"site": self.site, "old": self.old, "new": self.new, "insert": self.insert, "prelude": self.prelude}
 
 
-def _import_line(site: str) -> bool:
+def import_line(site: str) -> bool:
     """The act happened while the program imported a library (a random id drawn at import)."""
     path_s, _, num = site.rpartition(":")
     try:
@@ -67,7 +67,7 @@ def _weight(acts: list[Act]) -> int:
     draws of initialisation, then a library's draws; a draw made while importing comes last."""
     best = 4
     for a in acts:
-        w = 3 if _import_line(a.site) else 0 if a.direct else 1 if a.kind in ("seed", "init", "late-seed") else 2
+        w = 3 if import_line(a.site) else 0 if a.direct else 1 if a.kind in ("seed", "init", "late-seed") else 2
         best = min(best, w)
     return best
 
@@ -107,7 +107,7 @@ def _rank(a: Act, phase: str | None, detail: str | None) -> tuple[int, ...]:
 def pick(acts: list[Act], phase: str | None, detail: str | None = None) -> Act | None:
     """The act that speaks for a divergence in ``phase`` (``detail``: what the trace showed, if anything)."""
     usable = [a for a in acts if a.site and not a.site.startswith("<")]
-    usable = [a for a in usable if not _import_line(a.site)] or usable
+    usable = [a for a in usable if not import_line(a.site)] or usable
     if not usable:
         return None
     best = min(usable, key=lambda a: _rank(a, phase, detail))
@@ -199,12 +199,38 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
         new = re.sub(rf"\brandom\.{fn}\(", f"rng.{fn}(", code, count=1)
         if new != code:
             return Edit(where, old, new, prelude="import random; rng = random.Random(0)")
-    if act.name == "seed-tf-random" and api.startswith("tf.") and act.direct and \
-            re.search(rf"\b{re.escape(api.rsplit('.', 1)[-1])}\(", code) and code.endswith(")"):
+    if act.name == "seed-tf-random" and api.startswith("tf.") and act.direct:
         # a TensorFlow op without its own seed (no global seed either): give it one
-        return Edit(where, old, code[:-1] + ", seed=0)")
+        seeded = _with_argument(code, api.rsplit(".", 1)[-1], "seed=0")
+        return Edit(where, old, seeded) if seeded else None
+    if act.name == "seed-torch" and act.direct and api.rsplit(".", 1)[-1] in _TORCH_GENERATOR_DRAWS:
+        # a draw from torch's global RNG: from a generator of the program's own instead, made once (so that a
+        # shuffle in an epoch loop still gives each epoch its own order)
+        drawn = _with_argument(code, api.rsplit(".", 1)[-1], "generator=torch_rng")
+        return Edit(where, old, drawn, prelude="import torch; torch_rng = torch.Generator().manual_seed(0)") \
+            if drawn else None
     if act.name == "seed-loaders" and "DataLoader(" in code and code.endswith(")"):
         return Edit(where, old, code[:-1] + ", generator=torch.Generator().manual_seed(0))")
+    return None
+
+
+# torch's draws that take a ``generator=``.
+_TORCH_GENERATOR_DRAWS = ("randperm", "rand", "randn", "randint", "normal", "bernoulli", "multinomial")
+
+
+def _with_argument(code: str, fn: str, argument: str) -> str | None:
+    """``code`` with ``argument`` added to the first call of ``fn`` on the line (its closing parenthesis
+    found by counting, so ``torch.randperm(len(x)).tolist()`` works), or None when the call does not
+    close on this line."""
+    m = re.search(rf"\b{re.escape(fn)}\(", code)
+    if m is None:
+        return None
+    depth = 0
+    for i in range(m.end() - 1, len(code)):
+        depth += {"(": 1, ")": -1}.get(code[i], 0)
+        if depth == 0:
+            inside = code[m.end():i].strip()
+            return code[:i] + (", " if inside else "") + argument + code[i:]
     return None
 
 
@@ -289,4 +315,39 @@ def hash_sites(path: Path) -> list[tuple[str, str, Edit]]:
             continue
         site = f"{_shown(path)}:{expr.lineno}"
         found[expr.lineno] = (what, site, Edit(site, line, line.split("  #", 1)[0].replace(seg, f"sorted({seg})", 1)))
-    return [found[k] for k in sorted(found)]
+    seeded, other = _hash_calls(path, tree, text, lines)
+    # a seed made from hash() first (it decides every draw after it), then the sets, then other hash() calls
+    return seeded + [found[k] for k in sorted(found) if k not in {int(h[1].rsplit(":", 1)[1]) for h in seeded}] + other
+
+
+_SEEDISH = re.compile(r"seed|rng|prngkey|random|generator|key", re.IGNORECASE)
+
+
+def _hash_calls(path: Path, tree: ast.AST, text: str, lines: list[str]) -> tuple[list[tuple[str, str, Edit]],
+                                                                                  list[tuple[str, str, Edit]]]:
+    """The builtin ``hash(...)`` calls of the script (a string's hash follows the per-process hash seed):
+    those inside a call that makes a seed or an RNG (``torch.manual_seed(hash(name))``), and the others;
+    each with the edit that takes a stable hash instead (``zlib.crc32``)."""
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    seeded: list[tuple[str, str, Edit]] = []
+    other: list[tuple[str, str, Edit]] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hash"
+                and len(node.args) == 1 and node.lineno == getattr(node, "end_lineno", None)):
+            continue
+        seg, arg = ast.get_source_segment(text, node), ast.get_source_segment(text, node.args[0])
+        line = lines[node.lineno - 1]
+        if not seg or not arg or seg not in line:
+            continue
+        up: ast.AST | None = parents.get(node)
+        into_seed = False
+        while up is not None and not isinstance(up, ast.stmt):
+            if isinstance(up, ast.Call) and _SEEDISH.search(ast.get_source_segment(text, up.func) or ""):
+                into_seed = True
+            up = parents.get(up)
+        site = f"{_shown(path)}:{node.lineno}"
+        edit = Edit(site, line, line.split("  #", 1)[0].replace(seg, f"zlib.crc32(str({arg}).encode())", 1),
+                    prelude="import zlib")
+        (seeded if into_seed else other).append(("hash(...) of a string as a seed" if into_seed else
+                                                 "hash(...) of a string", site, edit))
+    return seeded, other
