@@ -182,6 +182,9 @@ def test_only_common_steps_and_phases_are_compared(base, tmp_path):
     d = diff(base, b).first_divergence
     assert (d.step, d.phase) == (2, "param")
     assert "parameters were identical up to there (inputs not recorded)" in diff(base, b).sentence()
+    # parting at the input itself: the inputs were recorded (it is one), and only the parameters came before
+    moved = diff(base, train(tmp_path / "moved.trace", change_sample_at=0)).sentence()
+    assert "; parameters were identical up to there." in moved and "inputs not recorded" not in moved, moved
 
 
 def test_env_diff_of_the_headers(tmp_path):

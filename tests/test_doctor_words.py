@@ -182,3 +182,19 @@ def test_a_seed_made_from_hash_comes_before_a_set_that_is_only_printed(tmp_path:
     edit = sites[0][2]
     assert edit.new == "rng = np.random.default_rng(abs(zlib.crc32(str(RUN_NAME).encode())))"
     assert edit.prelude == "import zlib"
+
+
+def test_several_causes_names_what_this_script_drew_and_nothing_it_does_not_use(tmp_path: Path) -> None:
+    """When only everything at once removed it: the draws seen at the program's lines (not a library's
+    draw while it was imported), no DataLoader advice for a script without one, and for a TensorFlow op
+    the parallel map that needs its seed and a serial map together."""
+    script = tmp_path / "train.py"
+    imported = Act("seed-numpy", "draw", "numpy.random.rand", f"{script}:1", "content", False)
+    flip = Act("seed-tf-random", "draw", "tf.image.random_flip_left_right", f"{script}:2", "content", True)
+    f = _findings(tmp_path, Where(0, "input", "x"), "all", [imported])
+    f.evidence[1].acted = [imported, flip]        # the data experiment saw both; "all", seeded, only the import
+    c = next(r for r in RULES if r.holds(f)).conclude(f)
+    assert c.detail == "several causes"
+    assert f"`tf.image.random_flip_left_right` at {script}:2" in c.fix and "numpy.random.rand" not in c.fix
+    assert "loader_kwargs" not in c.fix and "serial map" in c.fix
+    assert f.source == flip

@@ -133,6 +133,8 @@ class Divergence:
         seen = set(self.before_checked)
         has_input = "input" in seen
         has_params = bool(seen & {"init", "param"})
+        if self.phase == "input" and has_params:   # the input itself is where they part: it was recorded
+            return "; parameters were identical up to there"
         if has_input and has_params:
             return "; inputs and parameters were identical up to there"
         if has_params:

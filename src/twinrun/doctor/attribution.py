@@ -301,10 +301,25 @@ def _kernel(f: Findings) -> Conclusion:
 def _several(f: Findings) -> Conclusion:
     primary = {"init": Cause.UNSEEDED_INIT, "input": Cause.DATA_PIPELINE}.get(str(f.phase),
                                                                              Cause.NONDETERMINISTIC_KERNEL)
+    # What "all" changed, in this script's terms: the parts that have something to act on here.
+    # the draws any experiment saw at the program's lines (not while it imported a library), each once
+    acts = list({(a.api, a.site): a for e in f.evidence for a in e.acted
+                 if not a.site.startswith("<") and not import_line(a.site)}.values())
+    # the source: a draw seen at the program's lines, not one of the "all" run (seeded, it draws nothing there)
+    f.source, f.edit = (acts[0] if acts else None), None
+    parts = [f"`twinrun.seed_everything(0)` at the top of {f.script.name}"]
+    if any(a.name == "seed-loaders" for a in acts):
+        parts.append("seeded data loaders (`**twinrun.torch.loader_kwargs()`)")
+    parts.append(f"deterministic kernels (`twinrun.deterministic()`, or {f.words.deterministic})")
+    if hash_sites(f.script):
+        parts.append("no iteration over sets of strings (or PYTHONHASHSEED=0)")
+    seen = "; ".join(f"`{a.shown_api}` at {a.site}" for a in acts[:4])
+    drawn = f" The unseeded draws seen: {seen}; seeding them alone was not enough." if seen else ""
+    if any(a.name == "seed-tf-random" for a in acts):   # TensorFlow ops drew: tf.data's parallel map shares their state
+        drawn += (" A random op in a `Dataset.map` with `num_parallel_calls` draws in the order the parallel calls "
+                  "run: it needs its seed and a serial map (or op determinism) together.")
     return Conclusion(primary, "several causes",
-                      f"Apply all of these: `twinrun.seed_everything(0)` at the top of {f.script.name}, seeded data "
-                      "loaders (`**twinrun.torch.loader_kwargs()`), `twinrun.deterministic()`, and no iteration over "
-                      "sets of strings (or PYTHONHASHSEED=0). No single one was enough.", True,
+                      f"Apply all of these together: {', '.join(parts)}. No single one was enough.{drawn}", True,
                       f"The runs part {where_words(f.where)}; no single change removed it, but all of them together "
                       "did.")
 

@@ -23,10 +23,9 @@ __all__ = ["INTERVENTIONS"]
 _DATA_FIX = ("Give {where} a seed: `ds.shuffle(buffer_size, seed=seeds.tf(\"data\"))` with "
              "`seeds = twinrun.seed_everything(0)` (any fixed integer works; keep `reshuffle_each_iteration` as "
              "you want it: the reshuffles then repeat too).")
-_RANDOM_FIX = ("Seed {where}: give a random op its own `seed=` (with no global seed set, an op without one draws "
-               "another seed on every run), or make a generator with "
+_RANDOM_FIX = ("Seed {where}: give a random op its own `seed=`, and make a generator with "
                "`tf.random.Generator.from_seed(seeds.tf(\"augment\"))` (with `seeds = twinrun.seed_everything(0)`) "
-               "and draw per-element seeds from it for stateless ops.")
+               "in place of `from_non_deterministic_state()`, drawing per-element seeds from it for stateless ops.")
 
 
 def _apply_data(ctx: InterventionContext) -> None:
