@@ -124,6 +124,20 @@ class TwinrunHooks:
             t.uninstall()
 
 
+def traced_mode(name: str, step: Callable[[int], None], how: str | tuple[str, ...] | None, trace: Path) -> Mode:
+    """A mode running ``step`` as ``how`` says: None untraced; ``"hash_tensor"``/``"norm"`` under
+    ``DebugMode`` with tensor hashes; ``"all"`` (every phase) or a capture tuple under twinrun's
+    hooks, recording to ``trace``."""
+    mode = Mode(name, step)
+    if how in ("hash_tensor", "norm"):
+        mode.around = lambda: debug_mode(str(how))
+    elif how is not None:
+        rec = twinrun_recorder(trace, None if how == "all" else tuple(how))
+        mode.around = twinrun_hooks(rec)
+        mode.close = rec.close
+    return mode
+
+
 def twinrun_hooks(recorder) -> Callable[[], ContextManager[object]]:
     """``Mode.around`` for a recorder: see ``TwinrunHooks``."""
     return TwinrunHooks(recorder).around

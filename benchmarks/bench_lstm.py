@@ -24,15 +24,12 @@ import tempfile
 from pathlib import Path
 
 from _interleave import (
-    Mode,
-    debug_mode,
     print_table,
     ratios,
     repeat_summary,
     run_interleaved,
     torch_header,
-    twinrun_hooks,
-    twinrun_recorder,
+    traced_mode,
 )
 
 T, B, F_IN, HIDDEN, CLASSES = 200, 16, 32, 32, 10
@@ -87,14 +84,7 @@ def measure(steps: int, folder: Path, debugmode: bool = True) -> dict:
         torch.manual_seed(0)
         model = build_model()
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        mode = Mode(name, make_step(model, opt, xs, ys))
-        if how in ("hash_tensor", "norm"):
-            mode.around = lambda how=how: debug_mode(how)
-        elif how is not None:
-            rec = twinrun_recorder(folder / f"{len(modes)}.trace", None if how == "all" else how)
-            mode.around = twinrun_hooks(rec)
-            mode.close = rec.close
-        modes.append(mode)
+        modes.append(traced_mode(name, make_step(model, opt, xs, ys), how, folder / f"{len(modes)}.trace"))
     run_interleaved(modes, steps)
     return ratios(modes)
 

@@ -21,16 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from _interleave import (
-    Mode,
-    debug_mode,
     print_table,
     ratios,
     repeat_summary,
     run_interleaved,
     stats_patched_out,
     torch_header,
-    twinrun_hooks,
-    twinrun_recorder,
+    traced_mode,
 )
 from bench_tracing import build_model, data
 
@@ -62,18 +59,10 @@ def measure(steps: int, folder: Path, debugmode: bool = True, patched: bool = Fa
             F.cross_entropy(model(xs[s % len(xs)]), ys[s % len(ys)]).backward()
             opt.step()
 
-        mode = Mode(name, step)
-        if how in ("hash_tensor", "norm"):
-            mode.around = lambda how=how: debug_mode(how)
-        elif how == "patched":
-            rec = twinrun_recorder(folder / f"{len(modes)}.trace")
-            hooks = twinrun_hooks(rec)
+        mode = traced_mode(name, step, "all" if how == "patched" else how, folder / f"{len(modes)}.trace")
+        if how == "patched":
+            hooks = mode.around
             mode.around = lambda hooks=hooks: with_stats_patched_out(hooks)
-            mode.close = rec.close
-        elif how is not None:
-            rec = twinrun_recorder(folder / f"{len(modes)}.trace", None if how == "all" else how)
-            mode.around = twinrun_hooks(rec)
-            mode.close = rec.close
         modes.append(mode)
     run_interleaved(modes, steps)
     return ratios(modes)
