@@ -198,3 +198,22 @@ def test_several_causes_names_what_this_script_drew_and_nothing_it_does_not_use(
     assert f"`tf.image.random_flip_left_right` at {script}:2" in c.fix and "numpy.random.rand" not in c.fix
     assert "loader_kwargs" not in c.fix and "serial map" in c.fix
     assert f.source == flip
+
+
+def test_two_sources_that_only_together_remove_it_are_both_named(tmp_path: Path) -> None:
+    """Bisecting ran each source alone and the runs still parted: the answer names every source and
+    never says that one alone makes the runs identical (a stranger's script with an unseeded NumPy init
+    and an unseeded loader shuffle got one line and a fix that did not work)."""
+    script = tmp_path / "train.py"
+    numpy_draw = Act("seed-numpy", "draw", "numpy.random.randn", f"{script}:2", "content", True)
+    torch_draw = Act("seed-torch", "draw", "torch.randperm", f"{script}:3", "order", True)
+    f = _findings(tmp_path, Where(0, "init", "w"), "rngs", [numpy_draw, torch_draw])
+    f.evidence += [Experiment(f"only {n}", f"only {n}", identical=False, runs=2) for n in ("seed-numpy", "seed-torch")]
+    f.source = pick(f.fixed.acted, "init") if f.fixed else None
+    c = next(r for r in RULES if r.holds(f)).conclude(f)
+    assert c.fix.startswith("Seed every one of these draws")
+    assert f"{script}:2" in c.fix and f"{script}:3" in c.fix
+    assert "together" in c.summary and "alone makes" not in c.summary
+    # with no single run tried (one source), the usual words
+    g = _findings(tmp_path, Where(0, "init", "w"), "rngs", [numpy_draw])
+    assert "seeding it alone makes the runs identical" in next(r for r in RULES if r.holds(g)).conclude(g).summary

@@ -69,8 +69,37 @@ class Findings:
         """`` `api` at file:line`` of the source, or ''."""
         return f"`{self.source.shown_api}` at {self.source.site}" if self.source else ""
 
+    @property
+    def together(self) -> list[Act]:
+        """The sources when bisecting found none that removes the divergence alone: one act for each
+        intervention that acted at the program's lines (the fix must seed every one); else []."""
+        if self.fixed is None or self.fixed.name.startswith("only ") or \
+                not any(e.name.startswith("only ") and not e.identical for e in self.evidence):
+            return []
+        by_name: dict[str, list[Act]] = {}
+        for a in self.fixed.acted:
+            if not a.site.startswith("<") and not import_line(a.site) and a.kind != "late-seed":
+                by_name.setdefault(a.name, []).append(a)
+        chosen = [pick(acts, self.phase) for acts in by_name.values()]
+        found = [a for a in chosen if a is not None]
+        return found if len(found) > 1 else []
+
+    def alone(self) -> str:
+        """How the summary says what seeding the source did: alone, or only together with the others."""
+        if self.together:
+            return "seeding these together makes the runs identical; seeding any one alone did not"
+        return "seeding it alone makes the runs identical"
+
     def fix_of(self, fallback: str) -> str:
         """The fix written for the source's API and line when there is one, else ``fallback``."""
+        if self.together:
+            parts = []
+            for a in self.together:
+                edit = edit_for(a, self.script, self.phase)
+                parts.append(f"`{a.shown_api}` at {a.site}" + (f": {edit.words()}" if edit else ""))
+            every = self.words.seed.format(script=self.script.name)
+            return (f"Seed every one of these draws (each was tried alone and the runs still parted): "
+                    f"{'; '.join(parts)}. Or seed every RNG at once: {every}")
         if self.source is None or self.edit is None:
             return fallback
         a = self.source
@@ -170,8 +199,9 @@ def _samples(f: Findings) -> str:
 def _order_seeded(f: Findings) -> Conclusion:
     fix = f.fix_of(data_fix(f.acts(ORDER_NAMES) or f.acts(), "order", f.script.name, f.words, f.interventions))
     return Conclusion(Cause.DATA_PIPELINE, "order", fix, True,
-                      f"The runs part {where_words(f.where)}: the same samples arrive in another order, and seeding "
-                      f"the data randomness removes it.{_samples(f)}")
+                      f"The runs part {where_words(f.where)}: which samples come when (the order, or the choice, "
+                      f"of the samples) is drawn anew on every run, and seeding the data randomness removes it."
+                      f"{_samples(f)}")
 
 
 def _order_completion(f: Findings) -> Conclusion:
@@ -204,20 +234,30 @@ def _nothing(f: Findings) -> Conclusion:
                       f"{f.tried}.")
 
 
+def _what(f: Findings, one: str) -> str:
+    """The subject of the summary: the source, or every source when only all of them together did it."""
+    if f.together:
+        return " and ".join(f"`{a.shown_api}` at {a.site}" for a in f.together) + " "
+    return one
+
+
 def _rngs(f: Findings) -> Conclusion:
     what = f"{f.at()} " if f.source else "an unseeded RNG "
+    if f.source is not None and f.source.api == "torch.manual_seed" and f.source.what.startswith("called at"):
+        what = f"the model built at {f.source.site} (`torch.manual_seed` is {f.source.what}) "   # seeded too late
     if f.phase == "init" or f.phase not in ("input",):
         fallback = f.words.seed.format(script=f.script.name)
         return Conclusion(Cause.UNSEEDED_INIT, "clock" if f.source and f.source.name == "fixed-clock" else None,
                           f.fix_of(fallback), True,
-                          f"The runs part {where_words(f.where)}: {what}gives other values on every run; seeding it "
-                          "alone makes the runs identical.")
+                          f"The runs part {where_words(f.where)}: {_what(f, what)}"
+                          f"{'give' if f.together else 'gives'} other values on every run; "
+                          f"{f.alone()}.")
     detail = _detail(f)
     fix = f.fix_of(data_fix(f.acts(), detail, f.script.name, f.words, f.interventions))
     return Conclusion(Cause.DATA_PIPELINE, detail, fix, True,
-                      f"The runs part {where_words(f.where)}: {what}draws "
-                      f"{'the sample order' if detail == 'order' else 'the data'} anew on every run; seeding it alone "
-                      f"makes the runs identical.{_samples(f)}")
+                      f"The runs part {where_words(f.where)}: {_what(f, what)}draws "
+                      f"{'the sample order' if detail == 'order' else 'the data'} anew on every run; {f.alone()}."
+                      f"{_samples(f)}")
 
 
 def _seed_init(f: Findings) -> Conclusion:
@@ -307,7 +347,7 @@ def _several(f: Findings) -> Conclusion:
                  if not a.site.startswith("<") and not import_line(a.site)}.values())
     # the source: a draw seen at the program's lines, not one of the "all" run (seeded, it draws nothing there)
     f.source, f.edit = (acts[0] if acts else None), None
-    parts = [f"`twinrun.seed_everything(0)` at the top of {f.script.name}"]
+    parts = [f"`import twinrun; twinrun.seed_everything(0)` at the top of {f.script.name}"]
     if any(a.name == "seed-loaders" for a in acts):
         parts.append("seeded data loaders (`**twinrun.torch.loader_kwargs()`)")
     parts.append(f"deterministic kernels (`twinrun.deterministic()`, or {f.words.deterministic})")
