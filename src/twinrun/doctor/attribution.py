@@ -294,9 +294,10 @@ def _data(f: Findings) -> Conclusion:
     fix = f.fix_of(data_fix(acts, detail, f.script.name, f.words, f.interventions))
     what = ("the loader draws another sample order on every run" if detail == "order" else
             "the data itself differs (augmentation or other unseeded randomness)")
+    seeded = (f"seeding {_what(f, '')}together makes the runs identical; seeding any one alone did not"
+              if f.together else f"seeding {f.at() or 'the data randomness'} makes the runs identical")
     return Conclusion(Cause.DATA_PIPELINE, detail, fix, True,
-                      f"The runs part {where_words(f.where)}: {what}; seeding "
-                      f"{f.at() or 'the data randomness'} makes the runs identical.{_samples(f)}")
+                      f"The runs part {where_words(f.where)}: {what}; {seeded}.{_samples(f)}")
 
 
 def _hash(f: Findings) -> Conclusion:

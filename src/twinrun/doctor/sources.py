@@ -185,9 +185,9 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
         return Edit(where, old, new) if new != code else None
     if api.startswith("numpy.random.") and act.direct:
         fn = api.rsplit(".", 1)[-1].rstrip("()")
-        new = re.sub(rf"\b[\w.]*random\.{fn}\(", f"rng.{fn}(", code, count=1)
+        new = re.sub(rf"\b[\w.]*random\.{fn}\(", f"np_rng.{fn}(", code, count=1)
         if new != code and fn not in ("default_rng", "RandomState", "SeedSequence", "seed"):
-            return Edit(where, old, new, prelude="import numpy; rng = numpy.random.RandomState(0)")
+            return Edit(where, old, new, prelude="import numpy; np_rng = numpy.random.RandomState(0)")
     if api.startswith("numpy.random.") and not act.direct and "(" in code and code.rstrip().endswith(")"):
         # a library drew from NumPy's global RNG on the program's behalf (scikit-learn's random_state=None)
         return Edit(where, old, code.rstrip()[:-1] + ", random_state=0)")
@@ -196,9 +196,9 @@ def edit_for(act: Act, script: Path, phase: str | None) -> Edit | None:
         return Edit(where, old, new) if new != code else None
     if api.startswith("random.") and act.direct:
         fn = api.split(".", 1)[1].rstrip("()")
-        new = re.sub(rf"\brandom\.{fn}\(", f"rng.{fn}(", code, count=1)
+        new = re.sub(rf"\brandom\.{fn}\(", f"py_rng.{fn}(", code, count=1)
         if new != code:
-            return Edit(where, old, new, prelude="import random; rng = random.Random(0)")
+            return Edit(where, old, new, prelude="import random; py_rng = random.Random(0)")
     if act.name == "seed-tf-random" and api.startswith("tf.") and act.direct:
         # a TensorFlow op without its own seed (no global seed either): give it one
         seeded = _with_argument(code, api.rsplit(".", 1)[-1], "seed=0")
