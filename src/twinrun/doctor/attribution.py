@@ -234,6 +234,16 @@ def _nothing(f: Findings) -> Conclusion:
                       f"{f.tried}.")
 
 
+def _during_step(f: Findings) -> str:
+    """Past the input, with the parameters identical up to there: a random layer of the step (dropout, a
+    noise or augmentation layer) drew from an unseeded RNG; `unseeded-init` is the contract's nearest name."""
+    if f.phase not in ("forward", "loss") or f.where is None or not f.where.name:
+        return ""
+    where = "the loss" if f.phase == "loss" else f"`{shown(f.where.name, 120)}`"
+    return (f" The parameters and inputs were identical up to there, so the draw is made during the step, in "
+            f"{where}: a random layer (dropout, a noise or augmentation layer) or noise drawn by the step.")
+
+
 def _what(f: Findings, one: str) -> str:
     """The subject of the summary: the source, or every source when only all of them together did it."""
     if f.together:
@@ -251,7 +261,7 @@ def _rngs(f: Findings) -> Conclusion:
                           f.fix_of(fallback), True,
                           f"The runs part {where_words(f.where)}: {_what(f, what)}"
                           f"{'give' if f.together else 'gives'} other values on every run; "
-                          f"{f.alone()}.")
+                          f"{f.alone()}.{_during_step(f)}")
     detail = _detail(f)
     fix = f.fix_of(data_fix(f.acts(), detail, f.script.name, f.words, f.interventions))
     return Conclusion(Cause.DATA_PIPELINE, detail, fix, True,
@@ -269,11 +279,7 @@ def _seed_init(f: Findings) -> Conclusion:
 
 def _seed_later(f: Findings) -> Conclusion:
     cause, detail = (Cause.DATA_PIPELINE, _detail(f)) if f.phase == "input" else (Cause.UNSEEDED_INIT, None)
-    # Past the input, with the parameters identical up to there: a random layer of the step (dropout, a
-    # random augmentation layer, noise) drew from an unseeded RNG; `unseeded-init` is the contract's name.
-    step = (f" The parameters and inputs were identical up to there, so the draw is made during the step: a "
-            f"random layer (dropout, a random augmentation layer) or noise in `{shown(f.where.name, 120)}`."
-            if f.phase in ("forward", "loss") and f.where and f.where.name else "")
+    step = _during_step(f)
     return Conclusion(cause, detail,
                       f"Seed every RNG at the start of {f.script.name}: `import twinrun; twinrun.seed_everything(0)` — "
                       "a global RNG (Python `random`, NumPy, torch or a framework's own) drawn from after the start "
@@ -412,6 +418,13 @@ def attribute(runner: ExperimentRunner, script: Path, baseline: Experiment) -> D
             fixed_plan = plan
             break
     fixed = next((e for e in tried if e.identical), None)
+    if fixed_plan is SEED and phase not in ("init", "input"):
+        # Seeding everything removed a divergence of the step itself (dropout, a noise layer): one more pair
+        # with the RNGs seeded one by one and each draw observed, to name the line that draws.
+        exp = runner.pairs([RNGS])[0]
+        evidence.append(exp)
+        if exp.identical:
+            fixed, fixed_plan = exp, RNGS
     if fixed is None and not proven_order and len(order) > 1:
         exp = runner.pairs([ALL])[0]
         evidence.append(exp)

@@ -94,6 +94,8 @@ def bisect(runner: ExperimentRunner, fixed: Experiment, plan: Plan, evidence: li
 def _rank(a: Act, phase: str | None, detail: str | None) -> tuple[int, ...]:
     if a.kind == "late-seed":   # not a draw: where the program seeded, too late (see ``pick``)
         return (9, 9)
+    if a.kind == "init" and phase in ("forward", "loss", "grad", "param"):
+        return (8, 9)   # the parameters were identical up to the step: their initial draws decided nothing
     seed_like = a.kind in ("seed",) or a.name == "fixed-clock"
     if phase == "init":
         first = 0 if seed_like else 1 if a.direct and a.kind != "init" else 2 if a.kind == "init" else 3

@@ -233,12 +233,18 @@ def _located(frame: FrameType) -> tuple[str, int]:
     return name, line
 
 
+# The machinery through which a model's layer is called (PyTorch's Module, Keras's Layer).
+_CALLS = ("_wrapped_call_impl", "_call_impl", "__call__")
+
+
 def _function(frame: FrameType) -> str:
     """``package.module.function`` of a library frame, private modules left out (a constructor: its class)."""
     module = str(frame.f_globals.get("__name__", ""))
     parts = [p for p in module.split(".") if p and not p.startswith("_") and p != "src"]
     code = frame.f_code
     qual = getattr(code, "co_qualname", code.co_name)
+    if qual.rsplit(".", 1)[-1] in _CALLS and "self" in frame.f_locals:
+        return _public_name(type(frame.f_locals["self"]))   # a layer called: the layer, not Module.__call__
     if qual.endswith(".__init__"):
         qual = qual[: -len(".__init__")]
     return ".".join([*parts, qual])

@@ -88,6 +88,8 @@ _TORCH_FIX = ("Seed {where}: draw from a generator seeded from twinrun's streams
               "`torch.Generator().manual_seed(seeds.int(\"augment\"))` with `seeds = twinrun.seed_everything(0)`{tail}")
 _INIT = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
          "xavier_normal_", "orthogonal_", "sparse_")
+# Dropout draws its mask from torch's global RNG inside the op (no torch.rand to see): watched by name.
+_DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 _DRAWS = {"rand": "content", "randn": "content", "randint": "content", "normal": "content", "bernoulli": "content",
           "multinomial": "content", "rand_like": "content", "randn_like": "content", "randint_like": "content",
           "randperm": "order"}
@@ -162,6 +164,29 @@ def _patch_torch(torch: ModuleType, ctx: InterventionContext) -> None:
     for name in _INIT:
         if hasattr(init, name):
             setattr(init, name, watch(getattr(init, name), f"torch.nn.init.{name}", "init"))
+
+    def watch_dropout(fn: Callable[..., Any], api: str) -> Callable[..., Any]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not seeded["global"]:
+                try:
+                    bound = signature.bind(*args, **kwargs)
+                except TypeError:
+                    return fn(*args, **kwargs)
+                bound.apply_defaults()
+                if bound.arguments.get("training") and bound.arguments.get("p"):
+                    seeded["drew"] = True
+                    ctx.draw("seed-torch", api, "content")
+            return fn(*args, **kwargs)
+        return call
+
+    import torch.nn.functional as functional  # nn.Dropout calls these through the module: patched there
+
+    for name in _DROPOUTS:
+        if hasattr(functional, name):
+            setattr(functional, name, watch_dropout(getattr(functional, name), f"torch.nn.functional.{name}"))
 
 
 INTERVENTIONS = (
