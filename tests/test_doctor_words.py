@@ -217,3 +217,41 @@ def test_two_sources_that_only_together_remove_it_are_both_named(tmp_path: Path)
     # with no single run tried (one source), the usual words
     g = _findings(tmp_path, Where(0, "init", "w"), "rngs", [numpy_draw])
     assert "seeding it alone makes the runs identical" in next(r for r in RULES if r.holds(g)).conclude(g).summary
+
+
+def test_a_dropout_draw_is_reported_at_the_forward_line_and_named_by_its_layer(tmp_path: Path) -> None:
+    """Dropout draws its mask from torch's global RNG inside the op: ``seed-torch`` reports it at the line
+    of the program's ``forward`` that calls the layer, named ``torch.nn.Dropout``; not in eval mode, and not
+    once the program seeded torch itself."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from twinrun import _channel
+
+    script = tmp_path / "drop.py"
+    script.write_text(textwrap.dedent("""\
+        import torch
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.drop = torch.nn.Dropout(0.5)
+            def forward(self, x):
+                return self.drop(x)
+        net = Net().eval()
+        net(torch.ones(4))
+        net.train()
+        net(torch.ones(4))
+        torch.manual_seed(0)
+        torch.nn.functional.dropout(torch.ones(4), 0.5)
+    """))
+    report = tmp_path / "acts.jsonl"
+    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
+                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
+                           "seed-torch", str(script)],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, _channel.ENV: str(report)})
+    assert done.returncode == 0, done.stderr
+    draws = [(a["api"], a["site"].rsplit(":", 1)[1], a["via"]) for a in _channel.read(report) if a.get("draw")]
+    # the seed at line 12 comes after a draw: reported as late (doctor weighs it for initial values only)
+    assert draws == [("torch.nn.functional.dropout", "7", "torch.nn.Dropout"), ("torch.manual_seed", "12", None)]
