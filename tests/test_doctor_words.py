@@ -19,6 +19,23 @@ from twinrun.doctor.sources import Edit, edit_for, hash_sites, pick, unordered_s
 WORDS = frameworks.adapter_class("torch").words
 
 
+def _acts_under(interventions: str, script: Path, **env: str) -> list[dict]:
+    """The acts that ``script``, run in a fresh process under ``interventions``, reported (it must exit 0)."""
+    import os
+    import subprocess
+    import sys
+
+    from twinrun import _channel
+
+    report = script.parent / f"{script.stem}-acts.jsonl"
+    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
+                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
+                           interventions, str(script)], capture_output=True, text=True, cwd=script.parent,
+                          env={**os.environ, _channel.ENV: str(report), **env}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return _channel.read(report) if report.exists() else []
+
+
 def _findings(tmp_path: Path, where: Where | None, fixed: str | None, acted: list[Act]) -> Findings:
     script = tmp_path / "train.py"
     script.write_text("import random\nwords = ['a', 'b']\nvocab = {w: i for i, w in enumerate(set(words))}\n")
@@ -79,12 +96,8 @@ def test_pick_prefers_the_programs_own_draw_and_the_statement_that_built_the_mod
 def test_interventions_observe_draws_with_the_programs_line(tmp_path: Path) -> None:
     """A fresh process: each unseeded draw is reported once, at the program's line, with its API and kind;
     draws after the program seeds an RNG itself are not; a library's draw names the library call."""
-    import os
-    import subprocess
-    import sys
     import textwrap
 
-    from twinrun import _channel
 
     script = tmp_path / "draws.py"
     script.write_text(textwrap.dedent("""\
@@ -100,13 +113,8 @@ def test_interventions_observe_draws_with_the_programs_line(tmp_path: Path) -> N
         model = torch.nn.Linear(3, 2)
         torch.manual_seed(0)
     """))
-    report = tmp_path / "acts.jsonl"
-    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
-                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
-                           "seed-random,seed-numpy,seed-torch", str(script)],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, _channel.ENV: str(report)})
-    assert done.returncode == 0, done.stderr
-    draws = {(a["api"], a["site"].rsplit(":", 1)[1], a["draw"], a["direct"]): a for a in _channel.read(report)
+    draws = {(a["api"], a["site"].rsplit(":", 1)[1], a["draw"], a["direct"]): a
+             for a in _acts_under("seed-random,seed-numpy,seed-torch", script)
              if a.get("draw")}
     assert ("random.shuffle", "5", "order", True) in draws
     assert ("numpy.random.permutation", "6", "order", True) in draws
@@ -123,12 +131,8 @@ def test_a_library_object_built_without_a_seed_is_named_by_its_public_class(tmp_
     """A Keras initialiser given as a string draws its seed inside ``Dense``; the draw names the
     initialiser (``keras.initializers.GlorotUniform``, built without its ``seed``), and a ``Dropout()``
     names the layer, not the ``SeedGenerator`` it builds inside; a seeded initialiser draws nothing."""
-    import os
-    import subprocess
-    import sys
     import textwrap
 
-    from twinrun import _channel
 
     script = tmp_path / "k.py"
     script.write_text(textwrap.dedent("""\
@@ -137,13 +141,8 @@ def test_a_library_object_built_without_a_seed_is_named_by_its_public_class(tmp_
         keras.layers.Dense(3, kernel_initializer="glorot_uniform")
         keras.layers.Dropout(0.5)
     """))
-    report = tmp_path / "acts.jsonl"
-    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
-                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
-                           "seed-random", str(script)], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, _channel.ENV: str(report), "KERAS_BACKEND": "torch"}, timeout=300)
-    assert done.returncode == 0, done.stderr
-    draws = {a["site"].rsplit(":", 1)[1]: a for a in _channel.read(report) if a.get("draw")}
+    draws = {a["site"].rsplit(":", 1)[1]: a for a in _acts_under("seed-random", script, KERAS_BACKEND="torch")
+             if a.get("draw")}
     assert "2" not in draws
     assert (draws["3"]["built"], draws["3"]["unseeded"]) == ("keras.initializers.GlorotUniform", "seed")
     assert (draws["4"]["built"], draws["4"]["unseeded"]) == ("keras.layers.Dropout", "seed")
@@ -223,12 +222,8 @@ def test_a_dropout_draw_is_reported_at_the_forward_line_and_named_by_its_layer(t
     """Dropout draws its mask from torch's global RNG inside the op: ``seed-torch`` reports it at the line
     of the program's ``forward`` that calls the layer, named ``torch.nn.Dropout``; not in eval mode, and not
     once the program seeded torch itself."""
-    import os
-    import subprocess
-    import sys
     import textwrap
 
-    from twinrun import _channel
 
     script = tmp_path / "drop.py"
     script.write_text(textwrap.dedent("""\
@@ -246,12 +241,7 @@ def test_a_dropout_draw_is_reported_at_the_forward_line_and_named_by_its_layer(t
         torch.manual_seed(0)
         torch.nn.functional.dropout(torch.ones(4), 0.5)
     """))
-    report = tmp_path / "acts.jsonl"
-    done = subprocess.run([sys.executable, "-c", "import sys, runpy, twinrun.interventions as iv; "
-                           "iv.apply(sys.argv[1]); runpy.run_path(sys.argv[2], run_name='__main__')",
-                           "seed-torch", str(script)],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, _channel.ENV: str(report)})
-    assert done.returncode == 0, done.stderr
-    draws = [(a["api"], a["site"].rsplit(":", 1)[1], a["via"]) for a in _channel.read(report) if a.get("draw")]
+    draws = [(a["api"], a["site"].rsplit(":", 1)[1], a["via"]) for a in _acts_under("seed-torch", script)
+             if a.get("draw")]
     # the seed at line 12 comes after a draw: reported as late (doctor weighs it for initial values only)
     assert draws == [("torch.nn.functional.dropout", "7", "torch.nn.Dropout"), ("torch.manual_seed", "12", None)]
