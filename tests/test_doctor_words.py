@@ -245,3 +245,16 @@ def test_a_dropout_draw_is_reported_at_the_forward_line_and_named_by_its_layer(t
              if a.get("draw")]
     # the seed at line 12 comes after a draw: reported as late (doctor weighs it for initial values only)
     assert draws == [("torch.nn.functional.dropout", "7", "torch.nn.Dropout"), ("torch.manual_seed", "12", None)]
+
+
+def test_a_draw_of_the_step_is_told_as_one_not_as_the_initial_values(tmp_path: Path) -> None:
+    """The runs part in the forward pass with the parameters identical: the draw that the RNGs experiment
+    observed (a dropout) is named with its line, as a draw of every step, not of the initial weights."""
+    script = tmp_path / "train.py"
+    drop = Act("seed-torch", "draw", "torch.nn.functional.dropout", f"{script}:3", "content", False,
+               via="torch.nn.Dropout")
+    f = _findings(tmp_path, Where(0, "forward", "drop"), "rngs", [drop])
+    f.source = pick(f.fixed.acted, "forward") if f.fixed else None
+    c = next(r for r in RULES if r.holds(f)).conclude(f)
+    assert c.fix.startswith(f"`torch.nn.Dropout (torch.nn.functional.dropout)` at {script}:3 draws on every step")
+    assert "during the step" in c.summary and "before the model is built" not in c.fix

@@ -257,6 +257,10 @@ def _rngs(f: Findings) -> Conclusion:
         what = f"the model built at {f.source.site} (`torch.manual_seed` is {f.source.what}) "   # seeded too late
     if f.phase == "init" or f.phase not in ("input",):
         fallback = f.words.seed.format(script=f.script.name)
+        if f.phase in ("forward", "loss") and f.source is not None:   # a draw of every step, not of the init
+            fallback = (f"`{f.source.shown_api}` at {f.source.site} draws on every step from an RNG that nothing "
+                        f"seeds: seed every RNG at the start of {f.script.name}, `import twinrun; "
+                        "twinrun.seed_everything(0)` (or give that layer a seed of its own where it takes one).")
         return Conclusion(Cause.UNSEEDED_INIT, "clock" if f.source and f.source.name == "fixed-clock" else None,
                           f.fix_of(fallback), True,
                           f"The runs part {where_words(f.where)}: {_what(f, what)}"
