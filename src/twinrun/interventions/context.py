@@ -209,10 +209,15 @@ def _unseeded_constructor(frame: FrameType | None) -> tuple[str, str] | None:
     return found
 
 
+def _public_parts(module: str) -> list[str]:
+    """The parts of a module's dotted name a user would write: private ones and ``src`` left out."""
+    return [p for p in module.split(".") if p and not p.startswith("_") and p != "src"]
+
+
 def _public_name(cls: type) -> str:
     """``cls`` by the shortest module path that exports it (``keras.initializers.GlorotUniform``, not
     ``keras.src.initializers.random_initializers.GlorotUniform``)."""
-    public = [p for p in cls.__module__.split(".") if p and not p.startswith("_") and p != "src"]
+    public = _public_parts(cls.__module__)
     for i in range(1, len(public) + 1):
         module = sys.modules.get(".".join(public[:i]))
         if module is not None and getattr(module, cls.__name__, None) is cls:
@@ -226,10 +231,10 @@ def _located(frame: FrameType) -> tuple[str, int]:
     the frame that called it)."""
     name, line = frame.f_code.co_filename, frame.f_lineno
     if _AUTOGRAPH in name and frame.f_back is not None:
-        source_map = getattr(frame.f_back.f_locals.get("converted_f"), "ag_source_map", None)
-        for loc, origin in (source_map or {}).items():
-            if getattr(loc, "filename", None) == name and getattr(loc, "lineno", None) == line:
-                return str(origin.loc.filename), int(origin.loc.lineno)
+        source_map = getattr(frame.f_back.f_locals.get("converted_f"), "ag_source_map", None) or {}
+        origin = source_map.get((name, line))   # keys are LineLocation(filename, lineno) namedtuples
+        if origin is not None:
+            return str(origin.loc.filename), int(origin.loc.lineno)
     return name, line
 
 
@@ -239,8 +244,7 @@ _CALLS = ("_wrapped_call_impl", "_call_impl", "__call__")
 
 def _function(frame: FrameType) -> str:
     """``package.module.function`` of a library frame, private modules left out (a constructor: its class)."""
-    module = str(frame.f_globals.get("__name__", ""))
-    parts = [p for p in module.split(".") if p and not p.startswith("_") and p != "src"]
+    parts = _public_parts(str(frame.f_globals.get("__name__", "")))
     code = frame.f_code
     qual = getattr(code, "co_qualname", code.co_name)
     if qual.rsplit(".", 1)[-1] in _CALLS and "self" in frame.f_locals:

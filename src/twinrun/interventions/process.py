@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 
 from .._errors import UsageError
 from ..frameworks.base import Intervention, InterventionContext
@@ -25,44 +26,42 @@ _CLOCK_START_NS = 1_700_000_000 * 10**9
 _CLOCK_TICK_NS = 1_000_000   # each call of the program's: 1 ms later
 
 
-def _apply_clock(ctx: InterventionContext) -> None:
+def _program_clock(ctx: InterventionContext, now_ns: Callable[[], int], act: str | None) -> None:
+    """``time.time()`` and ``time.time_ns()`` called from the program's own code read ``now_ns()``
+    (reporting the call as intervention ``act``'s, when given); libraries keep the real clock."""
     if getattr(time.time_ns, "_twinrun_patched", False):
         return
     real_time, real_time_ns = time.time, time.time_ns
-    ticks = itertools.count()
 
     def time_ns() -> int:
         if not ctx.from_program(1):
             return real_time_ns()
-        ctx.note("fixed-clock", "time.time_ns()", "time.time_ns()")
-        return _CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS
+        if act is not None:
+            ctx.note(act, "time.time_ns()", "time.time_ns()")
+        return now_ns()
 
     def time_() -> float:
         if not ctx.from_program(1):
             return real_time()
-        ctx.note("fixed-clock", "time.time()", "time.time()")
-        return (_CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS) / 1e9
+        if act is not None:
+            ctx.note(act, "time.time()", "time.time()")
+        return now_ns() / 1e9
 
     time_ns._twinrun_patched = time_._twinrun_patched = True  # type: ignore[attr-defined]
     time.time_ns, time.time = time_ns, time_
+
+
+def _apply_clock(ctx: InterventionContext) -> None:
+    ticks = itertools.count()
+    _program_clock(ctx, lambda: _CLOCK_START_NS + next(ticks) * _CLOCK_TICK_NS, "fixed-clock")
 
 
 _LATER_NS = ((25 * 60 + 1) * 60 + 1) * 10**9 + 500_000_000
 
 
 def _apply_later_clock(ctx: InterventionContext) -> None:
-    if getattr(time.time_ns, "_twinrun_patched", False):
-        return
-    real_time, real_time_ns = time.time, time.time_ns
-
-    def time_ns() -> int:
-        return real_time_ns() + _LATER_NS if ctx.from_program(1) else real_time_ns()
-
-    def time_() -> float:
-        return real_time() + _LATER_NS / 1e9 if ctx.from_program(1) else real_time()
-
-    time_ns._twinrun_patched = time_._twinrun_patched = True  # type: ignore[attr-defined]
-    time.time_ns, time.time = time_ns, time_
+    real_time_ns = time.time_ns
+    _program_clock(ctx, lambda: real_time_ns() + _LATER_NS, None)   # silent: how runs differ, not a seeding
 
 
 def _apply_one_cpu(ctx: InterventionContext) -> None:
