@@ -9,6 +9,7 @@ summary then come from the first rule of ``RULES`` that holds for the findings: 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,10 +70,11 @@ class Findings:
         """`` `api` at file:line`` of the source, or ''."""
         return f"`{self.source.shown_api}` at {self.source.site}" if self.source else ""
 
-    @property
+    @functools.cached_property
     def together(self) -> list[Act]:
         """The sources when bisecting found none that removes the divergence alone: one act for each
-        intervention that acted at the program's lines (the fix must seed every one); else []."""
+        intervention that acted at the program's lines (the fix must seed every one); else []. Computed
+        once, when a rule first asks (the experiments are all in by then)."""
         if self.fixed is None or self.fixed.name.startswith("only ") or \
                 not any(e.name.startswith("only ") and not e.identical for e in self.evidence):
             return []

@@ -319,7 +319,8 @@ def hash_sites(path: Path) -> list[tuple[str, str, Edit]]:
         found[expr.lineno] = (what, site, Edit(site, line, line.split("  #", 1)[0].replace(seg, f"sorted({seg})", 1)))
     seeded, other = _hash_calls(path, tree, text, lines)
     # a seed made from hash() first (it decides every draw after it), then the sets, then other hash() calls
-    return seeded + [found[k] for k in sorted(found) if k not in {int(h[1].rsplit(":", 1)[1]) for h in seeded}] + other
+    taken = {site for _, site, _ in seeded}
+    return seeded + [found[k] for k in sorted(found) if found[k][1] not in taken] + other
 
 
 _SEEDISH = re.compile(r"seed|rng|prngkey|random|generator|key", re.IGNORECASE)
